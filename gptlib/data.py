@@ -138,7 +138,7 @@ class CharTokenizer:
         try:
             return [self.stoi[ch] for ch in text]
         except KeyError:
-            unknown = sorted({ch for ch in text if ch not in self.stoi})
+            unknown = dict.fromkeys(ch for ch in text if ch not in self.stoi)  # in order
             shown = ", ".join(repr(ch) for ch in unknown)
             raise ValueError(f"Characters not in the vocabulary: {shown}") from None
 

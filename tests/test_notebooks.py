@@ -1,0 +1,68 @@
+"""Static checks of the committed notebooks. (nbval, run by the same pytest, executes them.)"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def load(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def code_cells(nb):
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def source(cell):
+    return "".join(cell["source"])
+
+
+def lines(cell):
+    return [line.strip() for line in source(cell).splitlines()]
+
+
+def test_the_first_chapters_are_there():
+    names = [p.name for p in NOTEBOOKS]
+    assert names[:2] == ["01_data.ipynb", "02_bigram.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+class TestNotebook:
+    def test_name_shows_the_learning_order(self, path):
+        assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name)
+
+    def test_has_a_kernelspec_so_jupyterlab_does_not_ask(self, path):
+        assert load(path)["metadata"]["kernelspec"]["name"] == "python3"
+
+    def test_outputs_are_from_one_clean_top_to_bottom_run(self, path):
+        counts = [c["execution_count"] for c in code_cells(load(path))]
+        assert counts == list(range(1, len(counts) + 1))
+
+    def test_no_committed_output_is_an_error(self, path):
+        for cell in code_cells(load(path)):
+            assert all(o["output_type"] != "error" for o in cell["outputs"]), source(cell)
+
+    def test_checks_some_outputs_exactly(self, path):
+        marked = [c for c in code_cells(load(path)) if "# NBVAL_CHECK_OUTPUT" in lines(c)]
+        assert marked and all(c["outputs"] for c in marked)
+
+    def test_nbval_markers_stand_on_their_own_line(self, path):
+        # nbval only sees a marker that is a whole comment line; at the end of a line of
+        # code it is silently ignored and the output is not checked.
+        for cell in code_cells(load(path)):
+            for line in lines(cell):
+                if "NBVAL_" in line:
+                    assert re.fullmatch(r"# NBVAL_[A-Z_]+", line), line
+
+    def test_uses_the_library_it_derives(self, path):
+        assert any("from gptlib" in source(c) for c in code_cells(load(path)))
+
+    def test_opens_with_a_title_and_ends_with_what_was_learned_and_exercises(self, path):
+        cells = load(path)["cells"]
+        assert cells[0]["cell_type"] == "markdown" and source(cells[0]).startswith("# ")
+        ending = source(cells[-1])
+        assert "## What we learned" in ending and "## Exercises" in ending
