@@ -1,9 +1,21 @@
-"""Pictures used across the chapters: readable character labels and labelled heatmaps."""
+"""Pictures used across the chapters: readable character labels, labelled heatmaps,
+and interactive explorers (ipywidgets) that redraw a picture when a control moves.
+
+The explorers' logic is plain Python: set a control's ``.value`` and the picture
+(``explorer.png``, the bytes behind ``explorer.image``) is redrawn, with or
+without a browser. ipywidgets is imported only when an explorer is made.
+"""
 
 from __future__ import annotations
 
+import html
+import io
+
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
+
+from gptlib.attention import attention_weights
 
 # Characters that would be invisible (or break a line) as a tick label.
 VISIBLE = {"\n": "\\n", " ": "␣", "\t": "\\t"}
@@ -50,3 +62,162 @@ def heatmap(
     if colorbar:
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return image
+
+
+def attention_heatmap(weights, tokens, ax=None, title: str | None = None, **kwargs):
+    """Draw a ``(T, T)`` matrix of attention weights with the tokens on both axes.
+
+    Row ``t`` is the query position (the token that looks), column ``s`` the key
+    position (the token looked at); each row of causal weights sums to 1.
+    """
+    ax = ax if ax is not None else plt.gca()
+    image = heatmap(weights, tokens, tokens, ax=ax, title=title,
+                    **{"vmin": 0.0, "cmap": "magma", **kwargs})
+    ax.set_xlabel("key: the token looked at")
+    ax.set_ylabel("query: the token looking")
+    return image
+
+
+class Explorer:
+    """Rows of controls above a picture; changing any control redraws the picture.
+
+    A subclass makes its widgets, passes them to ``__init__`` as rows, and
+    implements ``draw(fig)``, which draws on a fresh matplotlib ``Figure`` and
+    may return a note to show above the picture. If ``draw`` raises ValueError
+    (bad input, say), the message is shown instead and the last picture stays.
+    """
+
+    figsize = (7, 6)
+
+    def __init__(self, rows):
+        import ipywidgets as widgets
+
+        self.message = widgets.HTML()
+        self.image = widgets.Image(format="png")
+        self.png = b""
+        for row in rows:
+            for control in row:
+                control.observe(lambda change: self.update(), names="value")
+        self.widget = widgets.VBox([widgets.HBox(row) for row in rows] + [self.message, self.image])
+        self.update()
+
+    def draw(self, fig: Figure) -> str | None:
+        raise NotImplementedError
+
+    def update(self) -> None:
+        fig = Figure(figsize=self.figsize, layout="constrained")
+        try:
+            note = self.draw(fig)
+        except ValueError as error:
+            self.message.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
+            return
+        self.message.value = html.escape(note or "")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80)
+        self.png = buffer.getvalue()
+        self.image.value = self.png
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+class AttentionExplorer(Explorer):
+    """Type a text, pick a layer and a head, toggle the causal mask, move the temperature.
+
+    ``scores_fn(text)`` returns the scaled query-key scores of every layer and head,
+    before mask and softmax: a tensor ``(n_layer, n_head, T, T)`` for the ``T``
+    characters of ``text``. It may raise ValueError for a text it cannot take
+    (a character outside the vocabulary); the message is shown to the learner.
+    """
+
+    def __init__(
+        self,
+        scores_fn,
+        text: str,
+        n_layer: int = 1,
+        n_head: int = 1,
+        block_size: int | None = None,
+        causal: bool = True,
+        temperature: float = 1.0,
+    ):
+        import ipywidgets as widgets
+
+        self.scores_fn = scores_fn
+        self.block_size = block_size
+        self.text = widgets.Text(value=text, description="text", continuous_update=False,
+                                 layout=widgets.Layout(width="640px"))
+        self.layer = widgets.Dropdown(options=list(range(n_layer)), description="layer",
+                                      layout=widgets.Layout(width="160px"))
+        self.head = widgets.Dropdown(options=list(range(n_head)), description="head",
+                                     layout=widgets.Layout(width="160px"))
+        self.causal = widgets.Checkbox(value=causal, description="causal mask")
+        self.temperature = widgets.FloatLogSlider(value=temperature, base=10, min=-1, max=1,
+                                                  step=0.05, description="temperature")
+        super().__init__([[self.text], [self.layer, self.head, self.causal, self.temperature]])
+
+    def weights(self):
+        """The text actually shown and its ``(T, T)`` attention weights for the chosen controls."""
+        text, note = self.text.value, None
+        if not text:
+            raise ValueError("Type some text to see its attention weights.")
+        if self.block_size is not None and len(text) > self.block_size:
+            text = text[-self.block_size:]
+            note = f"Showing the last {self.block_size} characters (the model's block_size)."
+        scores = self.scores_fn(text)[self.layer.value, self.head.value]
+        weights = attention_weights(scores, causal=self.causal.value,
+                                    temperature=self.temperature.value)
+        return text, weights, note
+
+    def draw(self, fig):
+        text, weights, note = self.weights()
+        ax = fig.add_subplot()
+        mask = "causal" if self.causal.value else "no mask"
+        attention_heatmap(weights, list(text), ax=ax, fontsize=9 if len(text) <= 32 else 6,
+                          title=f"layer {self.layer.value}, head {self.head.value}, {mask}, "
+                                f"temperature {self.temperature.value:.2g}")
+        return note
+
+
+class SoftmaxScaleExplorer(Explorer):
+    """Why attention divides by sqrt(head_size): pick a head size, toggle the scale.
+
+    Queries and keys have unit-variance entries. Left: the spread of ``q . k`` over
+    many random pairs. Right: the softmax over one query's scores against
+    ``n_keys`` keys, which turns one-hot when the spread is large.
+    """
+
+    figsize = (10, 3.6)
+
+    def __init__(self, n_keys: int = 16, n_pairs: int = 4000, seed: int = 0):
+        import ipywidgets as widgets
+
+        self.n_keys, self.n_pairs, self.seed = n_keys, n_pairs, seed
+        self.head_size = widgets.SelectionSlider(
+            options=[2**i for i in range(11)], value=64, description="head size")
+        self.scaled = widgets.Checkbox(value=False, description="divide by √head_size")
+        super().__init__([[self.head_size, self.scaled]])
+
+    def scores(self):
+        """``(dots, row)``: q.k of ``n_pairs`` random pairs, and one query's scores."""
+        d = self.head_size.value
+        g = torch.Generator().manual_seed(self.seed)
+        q = torch.randn(self.n_pairs, d, generator=g)
+        k = torch.randn(self.n_pairs, d, generator=g)
+        dots = (q * k).sum(dim=1)
+        row = dots[: self.n_keys]
+        if self.scaled.value:
+            dots, row = dots / d**0.5, row / d**0.5
+        return dots, row
+
+    def draw(self, fig):
+        dots, row = self.scores()
+        left, right = fig.subplots(1, 2)
+        left.hist(dots.numpy(), bins=60, color="tab:blue")
+        left.set_title(f"q·k over {self.n_pairs} random pairs: variance {dots.var():.1f}")
+        left.set_xlabel("q·k")
+        weights = torch.softmax(row, dim=0)
+        right.bar(range(self.n_keys), weights.numpy(), color="tab:orange")
+        right.set_ylim(0, 1)
+        right.set_title(f"softmax over {self.n_keys} keys: largest weight {weights.max():.2f}")
+        right.set_xlabel("key")
+        return None

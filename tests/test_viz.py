@@ -36,3 +36,89 @@ def test_heatmap_checks_its_labels_and_shape():
     with pytest.raises(ValueError, match="2-D"):
         heatmap(np.zeros(3), ax=ax)
     plt.close(fig)
+
+
+# --- explorers (no browser: set a control's value, read the redrawn picture) ----------
+
+from gptlib.viz import AttentionExplorer, SoftmaxScaleExplorer, attention_heatmap  # noqa: E402
+
+
+def fake_scores(text):
+    """Two layers, three heads; the score of key s for query t depends on the head."""
+    if "#" in text:
+        raise ValueError("Characters not in the vocabulary: '#'")
+    T = len(text)
+    s = torch.arange(T, dtype=torch.float32)
+    base = s.view(1, T) - s.view(T, 1)  # prefer later keys
+    return torch.stack([torch.stack([base * (h + 1) * (layer + 1) for h in range(3)])
+                        for layer in range(2)])
+
+
+def test_attention_heatmap_puts_the_tokens_on_both_axes():
+    fig, ax = plt.subplots()
+    attention_heatmap(torch.eye(3), ["a", " ", "b"], ax=ax)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "␣", "b"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "␣", "b"]
+    plt.close(fig)
+
+
+def test_attention_explorer_draws_causal_weights_of_the_chosen_head():
+    explorer = AttentionExplorer(fake_scores, "hello", n_layer=2, n_head=3)
+    text, weights, note = explorer.weights()
+    assert text == "hello" and note is None
+    torch.testing.assert_close(weights.sum(-1), torch.ones(5))
+    assert torch.all(weights.triu(1) == 0)
+    assert explorer.png.startswith(b"\x89PNG") and explorer.image.value == explorer.png
+
+
+def test_every_control_redraws_the_picture():
+    explorer = AttentionExplorer(fake_scores, "hello there", n_layer=2, n_head=3)
+    for control, value in [(explorer.head, 2), (explorer.layer, 1), (explorer.causal, False),
+                           (explorer.temperature, 5.0), (explorer.text, "to be or not")]:
+        before_png, before_weights = explorer.png, explorer.weights()[1]
+        control.value = value
+        assert explorer.png != before_png, control.description
+        if control is not explorer.text:
+            assert not torch.allclose(explorer.weights()[1], before_weights), control.description
+
+
+def test_controls_select_the_layer_and_head_and_the_mask():
+    explorer = AttentionExplorer(fake_scores, "abcd", n_layer=2, n_head=3)
+    explorer.layer.value, explorer.head.value, explorer.causal.value = 1, 2, False
+    _, weights, _ = explorer.weights()
+    expected = torch.softmax(fake_scores("abcd")[1, 2], dim=-1)
+    torch.testing.assert_close(weights, expected)
+    assert torch.all(weights > 0)
+
+
+def test_bad_text_shows_a_message_and_keeps_the_last_picture():
+    explorer = AttentionExplorer(fake_scores, "good", n_layer=2, n_head=3)
+    picture = explorer.png
+    explorer.text.value = "bad #"
+    assert "not in the vocabulary" in explorer.message.value
+    assert explorer.png == picture
+    explorer.text.value = ""
+    assert "Type some text" in explorer.message.value
+    explorer.text.value = "fine again"
+    assert explorer.message.value == "" and explorer.png != picture
+
+
+def test_text_longer_than_the_block_keeps_its_end_and_says_so():
+    explorer = AttentionExplorer(fake_scores, "abcdefghij", n_layer=2, n_head=3, block_size=4)
+    text, weights, note = explorer.weights()
+    assert text == "ghij" and weights.shape == (4, 4)
+    assert "last 4 characters" in explorer.message.value
+
+
+def test_softmax_scale_explorer_shows_saturation_and_its_cure():
+    explorer = SoftmaxScaleExplorer()
+    explorer.head_size.value = 1024
+    dots, row = explorer.scores()
+    assert dots.var().item() == pytest.approx(1024, rel=0.1)
+    assert torch.softmax(row, 0).max() > 0.9  # nearly one-hot
+    picture = explorer.png
+    explorer.scaled.value = True
+    dots, row = explorer.scores()
+    assert dots.var().item() == pytest.approx(1.0, rel=0.1)
+    assert torch.softmax(row, 0).max() < 0.5
+    assert explorer.png != picture

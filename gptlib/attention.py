@@ -1,0 +1,182 @@
+"""Chapters 03-04: self-attention, from averaging the past to multi-head attention.
+
+Every module here can return its attention weights (for the heatmaps). Without
+that request it takes PyTorch's fused ``scaled_dot_product_attention``, which
+computes the same numbers faster but does not return the weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# --- the averaging trick, three ways (chapter 03) ----------------------------
+
+
+def average_loop(x: torch.Tensor) -> torch.Tensor:
+    """``out[b, t] = mean(x[b, 0..t])``, one position at a time."""
+    B, T, C = x.shape
+    out = torch.zeros_like(x)
+    for b in range(B):
+        for t in range(T):
+            out[b, t] = x[b, : t + 1].mean(dim=0)
+    return out
+
+
+def average_matmul(x: torch.Tensor) -> torch.Tensor:
+    """The same average as one matrix product with a row-normalised lower triangle."""
+    T = x.shape[1]
+    weights = torch.tril(torch.ones(T, T, device=x.device, dtype=x.dtype))
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    return weights @ x  # (T, T) @ (B, T, C) -> (B, T, C)
+
+
+def average_softmax(x: torch.Tensor) -> torch.Tensor:
+    """The same again as a softmax over equal scores, with the future masked to -inf."""
+    T = x.shape[1]
+    scores = torch.zeros(T, T, device=x.device, dtype=x.dtype)
+    weights = F.softmax(scores.masked_fill(~causal_mask(T, x.device), float("-inf")), dim=-1)
+    return weights @ x
+
+
+# --- attention weights from queries and keys ---------------------------------
+
+
+def causal_mask(T: int, device=None) -> torch.Tensor:
+    """``(T, T)`` booleans, True where query position t may look at key position s (s <= t)."""
+    return torch.tril(torch.ones(T, T, dtype=torch.bool, device=device))
+
+
+def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Scaled affinities ``q . k / sqrt(head_size)``, shape ``(..., T, T)``.
+
+    Without the scale their variance grows with ``head_size`` and the softmax
+    saturates towards one-hot (chapter 04).
+    """
+    return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+
+
+def attention_weights(
+    scores: torch.Tensor, causal: bool = True, temperature: float = 1.0
+) -> torch.Tensor:
+    """Softmax of ``scores / temperature`` over the keys, the future masked if ``causal``.
+
+    Each row sums to 1: how much one query position takes from each key position.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    scores = scores / temperature
+    if causal:
+        T = scores.shape[-1]
+        scores = scores.masked_fill(~causal_mask(T, scores.device), float("-inf"))
+    return F.softmax(scores, dim=-1)
+
+
+def _check_length(T: int, block_size: int) -> None:
+    if T > block_size:
+        raise ValueError(f"sequence length {T} is longer than block_size {block_size}")
+
+
+class Head(nn.Module):
+    """One head of self-attention.
+
+    Each position emits a query ("what am I looking for?"), a key ("what do I
+    contain?") and a value ("what do I give if you attend to me?"). A position's
+    output is the average of the values, weighted by the softmax of its query's
+    scaled dot products with the keys.
+    """
+
+    def __init__(
+        self,
+        n_embd: int,
+        head_size: int,
+        block_size: int,
+        dropout: float = 0.0,
+        causal: bool = True,
+    ):
+        super().__init__()
+        self.key = nn.Linear(n_embd, head_size, bias=False)
+        self.query = nn.Linear(n_embd, head_size, bias=False)
+        self.value = nn.Linear(n_embd, head_size, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        self.block_size = block_size
+        self.causal = causal
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled query-key affinities before mask and softmax: ``(B, T, T)``."""
+        return attention_scores(self.query(x), self.key(x))
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        """``x`` (B, T, n_embd) -> (B, T, head_size); with ``return_weights``, also (B, T, T)."""
+        _check_length(x.shape[1], self.block_size)
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        if not return_weights:
+            return F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout.p if self.training else 0.0, is_causal=self.causal
+            )
+        weights = attention_weights(attention_scores(q, k), causal=self.causal)
+        out = self.dropout(weights) @ v
+        return out, weights
+
+
+class MultiHeadAttention(nn.Module):
+    """``n_head`` heads side by side, their outputs concatenated and projected.
+
+    Head ``h`` owns rows ``h * head_size : (h + 1) * head_size`` of the query, key
+    and value projections, so all heads are computed by three matrix products
+    instead of ``3 * n_head`` small ones; the result is the same as running
+    separate :class:`Head` modules and concatenating (chapter 03 checks it).
+    """
+
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        block_size: int,
+        dropout: float = 0.0,
+        causal: bool = True,
+    ):
+        super().__init__()
+        if n_embd % n_head != 0:
+            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        self.n_head = n_head
+        self.head_size = n_embd // n_head
+        self.key = nn.Linear(n_embd, n_embd, bias=False)
+        self.query = nn.Linear(n_embd, n_embd, bias=False)
+        self.value = nn.Linear(n_embd, n_embd, bias=False)
+        self.proj = nn.Linear(n_embd, n_embd)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.resid_dropout = nn.Dropout(dropout)
+        self.block_size = block_size
+        self.causal = causal
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape  # (B, T, n_embd) -> (B, n_head, T, head_size)
+        return x.view(B, T, self.n_head, self.head_size).transpose(1, 2)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled query-key affinities of every head before mask and softmax: ``(B, n_head, T, T)``."""
+        return attention_scores(self._split_heads(self.query(x)), self._split_heads(self.key(x)))
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        """``x`` (B, T, n_embd) -> (B, T, n_embd); with ``return_weights``, also (B, n_head, T, T)."""
+        B, T, C = x.shape
+        _check_length(T, self.block_size)
+        q = self._split_heads(self.query(x))
+        k = self._split_heads(self.key(x))
+        v = self._split_heads(self.value(x))
+        if return_weights:
+            weights = attention_weights(attention_scores(q, k), causal=self.causal)
+            out = self.attn_dropout(weights) @ v
+        else:
+            weights = None
+            out = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.attn_dropout.p if self.training else 0.0,
+                is_causal=self.causal,
+            )
+        out = out.transpose(1, 2).reshape(B, T, C)  # concatenate the heads
+        out = self.resid_dropout(self.proj(out))
+        return (out, weights) if return_weights else out

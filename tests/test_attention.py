@@ -1,0 +1,189 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptlib.attention import (
+    Head,
+    MultiHeadAttention,
+    attention_scores,
+    attention_weights,
+    average_loop,
+    average_matmul,
+    average_softmax,
+    causal_mask,
+)
+
+
+@pytest.fixture
+def x():
+    return torch.randn(3, 7, 16, generator=torch.Generator().manual_seed(0))
+
+
+# --- the averaging trick ------------------------------------------------------
+
+
+def test_the_three_averages_are_equal(x):
+    expected = torch.stack([x[:, : t + 1].mean(dim=1) for t in range(x.shape[1])], dim=1)
+    torch.testing.assert_close(average_loop(x), expected)
+    torch.testing.assert_close(average_matmul(x), expected)
+    torch.testing.assert_close(average_softmax(x), expected)
+
+
+def test_the_average_never_looks_ahead(x):
+    changed = x.clone()
+    changed[:, 4:] += 10.0
+    for average in (average_loop, average_matmul, average_softmax):
+        torch.testing.assert_close(average(changed)[:, :4], average(x)[:, :4])
+        assert not torch.allclose(average(changed)[:, 4:], average(x)[:, 4:])
+
+
+# --- weights ------------------------------------------------------------------
+
+
+def test_causal_mask_is_the_lower_triangle():
+    assert causal_mask(3).tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+
+
+def test_causal_weights_are_rows_of_probabilities_over_the_past():
+    scores = torch.randn(2, 5, 5)
+    w = attention_weights(scores, causal=True)
+    torch.testing.assert_close(w.sum(dim=-1), torch.ones(2, 5))
+    assert torch.all(w.triu(diagonal=1) == 0)
+    assert torch.all(w[..., 0, 0] == 1)  # the first position can only look at itself
+
+
+def test_unmasked_weights_look_everywhere():
+    w = attention_weights(torch.randn(4, 4), causal=False)
+    assert torch.all(w > 0)
+
+
+def test_temperature_sharpens_and_flattens():
+    scores = torch.tensor([[1.0, 2.0, 3.0]])
+    sharp = attention_weights(scores, causal=False, temperature=0.1)
+    flat = attention_weights(scores, causal=False, temperature=10.0)
+    assert sharp[0, 2] > 0.99
+    assert flat.max() - flat.min() < 0.1
+    with pytest.raises(ValueError, match="temperature"):
+        attention_weights(scores, temperature=0)
+
+
+def test_scores_are_scaled_by_the_square_root_of_the_head_size():
+    q, k = torch.randn(5, 64), torch.randn(5, 64)
+    torch.testing.assert_close(attention_scores(q, k), q @ k.T / 8.0)
+    # The scale keeps the variance near 1 whatever the head size.
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(20000, 1, 256, generator=g), torch.randn(20000, 1, 256, generator=g)
+    assert attention_scores(q, k).var().item() == pytest.approx(1.0, abs=0.05)
+
+
+# --- Head -----------------------------------------------------------------------
+
+
+def explicit_head(head, x):
+    q, k, v = head.query(x), head.key(x), head.value(x)
+    wei = q @ k.transpose(-2, -1) * head.key.out_features**-0.5
+    if head.causal:
+        T = x.shape[1]
+        wei = wei.masked_fill(torch.tril(torch.ones(T, T)) == 0, float("-inf"))
+    wei = F.softmax(wei, dim=-1)
+    return wei @ v, wei
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_head_matches_the_formula_and_returns_its_weights(x, causal):
+    torch.manual_seed(0)
+    head = Head(16, 8, block_size=7, causal=causal)
+    out, weights = head(x, return_weights=True)
+    expected_out, expected_weights = explicit_head(head, x)
+    torch.testing.assert_close(out, expected_out)
+    torch.testing.assert_close(weights, expected_weights)
+    assert out.shape == (3, 7, 8) and weights.shape == (3, 7, 7)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_head_fast_path_equals_the_explicit_path(x, causal):
+    torch.manual_seed(0)
+    head = Head(16, 8, block_size=7, causal=causal).eval()
+    fast = head(x)
+    explicit, _ = head(x, return_weights=True)
+    torch.testing.assert_close(fast, explicit, atol=1e-6, rtol=1e-5)
+
+
+def test_a_causal_head_never_looks_ahead(x):
+    torch.manual_seed(0)
+    head = Head(16, 8, block_size=7).eval()
+    changed = x.clone()
+    changed[:, 5:] = torch.randn(3, 2, 16)
+    torch.testing.assert_close(head(changed)[:, :5], head(x)[:, :5])
+
+
+def test_dropout_applies_to_the_weights_only_in_training(x):
+    torch.manual_seed(0)
+    head = Head(16, 8, block_size=7, dropout=0.5, causal=False)
+    head.train()
+    out_a, w = head(x, return_weights=True)
+    out_b, _ = head(x, return_weights=True)
+    assert not torch.equal(out_a, out_b)  # a fresh dropout mask each call
+    torch.testing.assert_close(w.sum(-1), torch.ones(3, 7))  # returned weights are pre-dropout
+    head.eval()
+    torch.testing.assert_close(head(x, return_weights=True)[0], head(x, return_weights=True)[0])
+
+
+def test_a_sequence_longer_than_the_block_is_refused(x):
+    with pytest.raises(ValueError, match="longer than block_size 4"):
+        Head(16, 8, block_size=4)(x)
+
+
+# --- MultiHeadAttention --------------------------------------------------------------
+
+
+def test_multi_head_equals_separate_heads_concatenated_and_projected(x):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, n_head=4, block_size=7).eval()
+    heads = []
+    for h in range(4):
+        head = Head(16, 4, block_size=7)
+        rows = slice(4 * h, 4 * (h + 1))
+        for name in ("query", "key", "value"):
+            getattr(head, name).weight.data = getattr(mha, name).weight.data[rows]
+        heads.append(head)
+    concatenated = torch.cat([head(x) for head in heads], dim=-1)
+    out, weights = mha(x, return_weights=True)
+    torch.testing.assert_close(out, mha.proj(concatenated))
+    for h, head in enumerate(heads):
+        torch.testing.assert_close(weights[:, h], head(x, return_weights=True)[1])
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_multi_head_fast_path_equals_the_explicit_path(x, causal):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, n_head=2, block_size=7, causal=causal).eval()
+    torch.testing.assert_close(mha(x), mha(x, return_weights=True)[0], atol=1e-6, rtol=1e-5)
+
+
+def test_multi_head_scores_give_its_weights(x):
+    mha = MultiHeadAttention(16, n_head=2, block_size=7).eval()
+    _, weights = mha(x, return_weights=True)
+    torch.testing.assert_close(attention_weights(mha.scores(x)), weights)
+    assert weights.shape == (3, 2, 7, 7)
+
+
+def test_multi_head_needs_a_divisible_width():
+    with pytest.raises(ValueError, match="divisible"):
+        MultiHeadAttention(10, n_head=3, block_size=8)
+
+
+def test_nothing_here_uses_torch_s_own_attention_modules():
+    import gptlib.attention as module
+
+    source = open(module.__file__).read()
+    assert "nn.MultiheadAttention" not in source and "nn.Transformer" not in source
+
+
+def test_weights_from_one_token_are_all_on_itself():
+    head = Head(4, 4, block_size=1)
+    _, w = head(torch.randn(2, 1, 4), return_weights=True)
+    assert torch.all(w == 1.0)
+    assert math.isclose(w.sum().item(), 2.0)
