@@ -180,3 +180,47 @@ class MultiHeadAttention(nn.Module):
         out = out.transpose(1, 2).reshape(B, T, C)  # concatenate the heads
         out = self.resid_dropout(self.proj(out))
         return (out, weights) if return_weights else out
+
+
+class AttentionLM(nn.Module):
+    """The smallest language model with attention: chapter 02's bigram plus one attention layer.
+
+    Each token's embedding plus a learned vector for its position (chapter 05 says
+    why attention needs one) goes through one layer of multi-head attention; what a
+    position gathers is added to what it was (a residual connection), and a linear
+    layer turns the result into logits over the vocabulary. Chapter 03 trains it to
+    look at real attention weights; chapter 04 trains it without the causal mask to
+    watch it cheat.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        n_embd: int = 32,
+        n_head: int = 4,
+        block_size: int = 32,
+        causal: bool = True,
+    ):
+        super().__init__()
+        self.block_size = block_size
+        self.token_embedding = nn.Embedding(vocab_size, n_embd)
+        self.position_embedding = nn.Embedding(block_size, n_embd)
+        self.attention = MultiHeadAttention(n_embd, n_head, block_size, causal=causal)
+        self.lm_head = nn.Linear(n_embd, vocab_size)
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        T = idx.shape[1]
+        _check_length(T, self.block_size)
+        return self.token_embedding(idx) + self.position_embedding(torch.arange(T, device=idx.device))
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        x = self.embed(idx)
+        x = x + self.attention(x)
+        logits = self.lm_head(x)  # (B, T, vocab_size)
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+    def scores(self, idx: torch.Tensor) -> torch.Tensor:
+        """The attention scores of every head before mask and softmax: ``(B, n_head, T, T)``."""
+        return self.attention.scores(self.embed(idx))
