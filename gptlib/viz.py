@@ -87,13 +87,15 @@ class Explorer:
     (bad input, say), the message is shown instead and the last picture stays.
     """
 
-    figsize = (7, 6)
+    figsize = (7, 6)  # inches, drawn at `dpi` and shown at that many pixels per inch
+    dpi = 100
 
     def __init__(self, rows):
         import ipywidgets as widgets
 
         self.message = widgets.HTML()
-        self.image = widgets.Image(format="png")
+        width = f"{int(self.figsize[0] * self.dpi)}px"  # natural size: never stretched or blurred
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width=width))
         self.png = b""
         for row in rows:
             for control in row:
@@ -113,7 +115,7 @@ class Explorer:
             return
         self.message.value = html.escape(note or "")
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=80)
+        fig.savefig(buffer, format="png", dpi=self.dpi)
         self.png = buffer.getvalue()
         self.image.value = self.png
 
@@ -152,7 +154,8 @@ class AttentionExplorer(Explorer):
                                      layout=widgets.Layout(width="160px"))
         self.causal = widgets.Checkbox(value=causal, description="causal mask")
         self.temperature = widgets.FloatLogSlider(value=temperature, base=10, min=-1, max=1,
-                                                  step=0.05, description="temperature")
+                                                  step=0.05, description="temperature",
+                                                  style={"description_width": "initial"})
         super().__init__([[self.text], [self.layer, self.head, self.causal, self.temperature]])
 
     def weights(self):
@@ -193,7 +196,8 @@ class SoftmaxScaleExplorer(Explorer):
 
         self.n_keys, self.n_pairs, self.seed = n_keys, n_pairs, seed
         self.head_size = widgets.SelectionSlider(
-            options=[2**i for i in range(11)], value=64, description="head size")
+            options=[2**i for i in range(11)], value=64, description="head size",
+            style={"description_width": "initial"})
         self.scaled = widgets.Checkbox(value=False, description="divide by √head_size")
         super().__init__([[self.head_size, self.scaled]])
 
