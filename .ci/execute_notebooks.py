@@ -40,6 +40,7 @@ def execute(path: Path, timeout: int) -> float:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".ipynb.part")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         nbformat.write(nb, f)
+    os.chmod(tmp, path.stat().st_mode)  # mkstemp makes it private; keep the notebook's mode
     os.replace(tmp, path)
     return seconds
 

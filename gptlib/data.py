@@ -88,6 +88,7 @@ def download(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
                 f"The download from {url} failed its checksum (expected SHA-256 {sha256}, "
                 f"got {actual}); nothing was kept. Try again, or put a good copy at {dest}."
             )
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; the corpus is not
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -89,6 +89,7 @@ def test_download_keeps_a_good_file(server, tmp_path):
     assert data.download(f"{server}/good.txt", dest, GOOD_SHA) == dest
     assert dest.read_bytes() == GOOD
     assert list(dest.parent.iterdir()) == [dest]  # no temporary file left behind
+    assert dest.stat().st_mode & 0o777 == 0o644  # readable by others, like any download
 
 
 @pytest.mark.parametrize("name", ["wrong.txt", "truncated.txt"])
