@@ -38,16 +38,21 @@ def average_softmax(x: torch.Tensor) -> torch.Tensor:
     """The same again as a softmax over equal scores, with the future masked to -inf."""
     T = x.shape[1]
     scores = torch.zeros(T, T, device=x.device, dtype=x.dtype)
-    weights = F.softmax(scores.masked_fill(~causal_mask(T, x.device), float("-inf")), dim=-1)
+    weights = F.softmax(scores.masked_fill(~causal_mask(T, device=x.device), float("-inf")), dim=-1)
     return weights @ x
 
 
 # --- attention weights from queries and keys ---------------------------------
 
 
-def causal_mask(T: int, device=None) -> torch.Tensor:
-    """``(T, T)`` booleans, True where query position t may look at key position s (s <= t)."""
-    return torch.tril(torch.ones(T, T, dtype=torch.bool, device=device))
+def causal_mask(T: int, T_keys: int | None = None, device=None) -> torch.Tensor:
+    """``(T, T_keys)`` booleans, True where a query may look at a key: the key is not later.
+
+    Usually ``T_keys == T``: the lower triangle. With a KV cache the ``T`` queries are
+    the last ``T`` of ``T_keys`` positions, so query ``i`` sits at ``T_keys - T + i``.
+    """
+    T_keys = T if T_keys is None else T_keys
+    return torch.ones(T, T_keys, dtype=torch.bool, device=device).tril(diagonal=T_keys - T)
 
 
 def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -70,8 +75,8 @@ def attention_weights(
         raise ValueError(f"temperature must be positive, got {temperature}")
     scores = scores / temperature
     if causal:
-        T = scores.shape[-1]
-        scores = scores.masked_fill(~causal_mask(T, scores.device), float("-inf"))
+        mask = causal_mask(scores.shape[-2], scores.shape[-1], device=scores.device)
+        scores = scores.masked_fill(~mask, float("-inf"))
     return F.softmax(scores, dim=-1)
 
 
@@ -161,21 +166,37 @@ class MultiHeadAttention(nn.Module):
         """Scaled query-key affinities of every head before mask and softmax: ``(B, n_head, T, T)``."""
         return attention_scores(self._split_heads(self.query(x)), self._split_heads(self.key(x)))
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False):
-        """``x`` (B, T, n_embd) -> (B, T, n_embd); with ``return_weights``, also (B, n_head, T, T)."""
+    def forward(self, x: torch.Tensor, return_weights: bool = False, cache: dict | None = None):
+        """``x`` (B, T, n_embd) -> (B, T, n_embd); with ``return_weights``, also (B, n_head, T, T).
+
+        ``cache`` (generation, chapter 08): a dict in which this layer keeps the keys
+        and values of the positions it has seen. ``x`` then holds only the new
+        positions, and they attend to the cached ones too, so nothing is recomputed.
+        """
         B, T, C = x.shape
-        _check_length(T, self.block_size)
         q = self._split_heads(self.query(x))
         k = self._split_heads(self.key(x))
         v = self._split_heads(self.value(x))
+        if cache is not None:
+            if "k" in cache:
+                k = torch.cat([cache["k"], k], dim=2)
+                v = torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        T_keys = k.shape[2]
+        _check_length(T_keys, self.block_size)
         if return_weights:
             weights = attention_weights(attention_scores(q, k), causal=self.causal)
             out = self.attn_dropout(weights) @ v
         else:
             weights = None
+            # The fused kernel's is_causal assumes queries and keys start together;
+            # with cached keys the new queries sit at the end, so pass the mask.
+            mask = None
+            if self.causal and T > 1 and T_keys > T:
+                mask = causal_mask(T, T_keys, device=x.device)
             out = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.attn_dropout.p if self.training else 0.0,
-                is_causal=self.causal,
+                q, k, v, attn_mask=mask, dropout_p=self.attn_dropout.p if self.training else 0.0,
+                is_causal=self.causal and mask is None and T > 1,
             )
         out = out.transpose(1, 2).reshape(B, T, C)  # concatenate the heads
         out = self.resid_dropout(self.proj(out))

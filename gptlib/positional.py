@@ -32,11 +32,11 @@ class LearnedPositionalEmbedding(nn.Module):
         self.table = nn.Embedding(block_size, n_embd)
         nn.init.normal_(self.table.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, T, n_embd) -> ``x`` plus the vectors of positions ``0 .. T-1``."""
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """``x`` (B, T, n_embd) -> ``x`` plus the vectors of positions ``offset .. offset+T-1``."""
         T = x.shape[1]
-        _check_length(T, self.block_size)
-        return x + self.table(torch.arange(T, device=x.device))
+        _check_length(offset + T, self.block_size)
+        return x + self.table(torch.arange(offset, offset + T, device=x.device))
 
 
 def sinusoidal_encoding(T: int, n_embd: int, base: float = 10000.0) -> torch.Tensor:

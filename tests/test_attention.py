@@ -230,3 +230,43 @@ def test_attention_lm_beats_the_bigram_after_a_little_training():
     with torch.no_grad():
         _, val_loss = model(*get_batch(val, 256, 32, generator=torch.Generator().manual_seed(2)))
     assert val_loss.item() < 2.35  # the best bigram model scores 2.48 on val
+
+
+# --- the KV cache path ----------------------------------------------------------------
+
+
+def test_causal_mask_for_new_queries_after_cached_keys():
+    # Two new queries after three cached positions: they sit at positions 3 and 4.
+    assert causal_mask(2, 5).tolist() == [[True, True, True, True, False],
+                                          [True, True, True, True, True]]
+
+
+@pytest.mark.parametrize("return_weights", [False, True])
+def test_multi_head_with_a_cache_equals_one_pass_over_everything(x, return_weights):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, n_head=2, block_size=7).eval()
+    full = mha(x)
+    cache = {}
+    first = mha(x[:, :4], cache=cache)  # prime with four positions
+    pieces = [first]
+    for t in range(4, 7):  # then one position at a time
+        out = mha(x[:, t : t + 1], return_weights=return_weights, cache=cache)
+        pieces.append(out[0] if return_weights else out)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache["k"].shape == (3, 2, 7, 8)
+
+
+def test_multi_head_cache_takes_several_new_positions_at_once(x):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, n_head=2, block_size=7).eval()
+    cache = {}
+    mha(x[:, :3], cache=cache)
+    torch.testing.assert_close(mha(x[:, 3:], cache=cache), mha(x)[:, 3:], atol=1e-5, rtol=1e-5)
+
+
+def test_the_cache_cannot_grow_past_the_block(x):
+    mha = MultiHeadAttention(16, n_head=2, block_size=7).eval()
+    cache = {}
+    mha(x, cache=cache)
+    with pytest.raises(ValueError, match="longer than block_size 7"):
+        mha(x[:, :1], cache=cache)

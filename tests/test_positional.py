@@ -126,3 +126,11 @@ def test_rope_offset_continues_the_positions():
     torch.testing.assert_close(rope(x[:, 6:], offset=6), rope(x)[:, 6:])
     with pytest.raises(ValueError, match="longer than block_size"):
         rope(x, offset=8)
+
+
+def test_learned_embedding_offset_continues_the_positions():
+    pos = LearnedPositionalEmbedding(block_size=8, n_embd=4)
+    x = torch.zeros(1, 3, 4)
+    torch.testing.assert_close(pos(x, offset=5)[0], pos.table.weight[5:8])
+    with pytest.raises(ValueError, match="longer than block_size"):
+        pos(x, offset=6)

@@ -1,0 +1,48 @@
+"""Named training recipes: a model shape (GPTConfig) and a way to train it (TrainConfig)."""
+
+from __future__ import annotations
+
+from gptlib.model import GPTConfig
+from gptlib.train import TrainConfig
+
+PRESETS = {
+    "cpu": {
+        "description": "the default on a laptop: a small GPT that trains in a few minutes on 2 cores",
+        "model": dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
+        "train": dict(batch_size=12, max_iters=2000, learning_rate=1e-3, min_lr=1e-4,
+                      warmup_iters=100, lr_decay_iters=2000, beta2=0.99,
+                      eval_interval=500, eval_iters=20),
+    },
+    "classic-cpu": {
+        "description": "the classic laptop recipe for this corpus (nanoGPT's shakespeare_char on CPU)",
+        "model": dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
+        "train": dict(batch_size=12, max_iters=2000, learning_rate=1e-3, min_lr=1e-4,
+                      warmup_iters=100, lr_decay_iters=2000, beta2=0.99,
+                      eval_interval=250, eval_iters=20),
+    },
+    "gpu": {
+        "description": "the course's full model (about 10.7M parameters), for a GPU",
+        "model": dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2),
+        "train": dict(batch_size=64, max_iters=5000, learning_rate=3e-4, min_lr=3e-5,
+                      warmup_iters=100, lr_decay_iters=5000, beta2=0.99,
+                      eval_interval=500, eval_iters=50),
+    },
+}
+
+
+def get_preset(name: str, vocab_size: int = 65, **overrides):
+    """``(GPTConfig, TrainConfig)`` of a preset, with any field overridden by keyword."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    model = dict(PRESETS[name]["model"], vocab_size=vocab_size)
+    train = dict(PRESETS[name]["train"])
+    model_fields = set(GPTConfig.__dataclass_fields__) - {"vocab_size"}
+    train_fields = set(TrainConfig.__dataclass_fields__)
+    for key, value in overrides.items():
+        if key in model_fields:
+            model[key] = value
+        elif key in train_fields:
+            train[key] = value
+        else:
+            raise ValueError(f"unknown setting {key!r}")
+    return GPTConfig(**model), TrainConfig(**train)

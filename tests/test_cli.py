@@ -1,0 +1,153 @@
+"""The command line, run in-process (fast) and once as a real `python -m gptlib` process."""
+
+import subprocess
+import sys
+
+import pytest
+
+from gptlib.checkpoint import FILENAME, load_checkpoint
+from gptlib.cli import main, parse_overrides, UsageError
+
+TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
+        "--batch_size", "4", "--max_iters", "6", "--eval_interval", "3", "--eval_iters", "2",
+        "--warmup_iters", "2", "--lr_decay_iters", "6", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny trained run directory, made by the CLI."""
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "--preset", "cpu", "--out", str(out), "--overwrite", *TINY]) == 0
+    return out
+
+
+def last_line(text):
+    return text.strip().splitlines()[-1]
+
+
+def test_presets_lists_every_preset_with_its_size(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("cpu", "classic-cpu", "gpu"):
+        assert f"\n{name} " in "\n" + out
+    assert "10.79M parameters" in out
+
+
+def test_train_writes_a_checkpoint_with_the_overridden_shape(run):
+    ckpt = load_checkpoint(run)
+    assert ckpt.model.config.n_embd == 16 and ckpt.model.config.block_size == 16
+    assert ckpt.step == 6 and ckpt.train_config.max_iters == 6
+    assert ckpt.history["eval_step"] == [3, 6]
+
+
+def test_eval_prints_the_full_validation_loss_last(run, capsys):
+    assert main(["eval", "--checkpoint", str(run)]) == 0
+    value = float(last_line(capsys.readouterr().out))
+    assert 2.5 < value < 4.5  # six steps of training: not much better than a uniform guess (4.17)
+
+
+def test_sample_writes_the_prompt_then_the_requested_characters(run, capsys):
+    assert main(["sample", "--checkpoint", str(run), "--prompt", "ROMEO:", "--tokens", "40"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ROMEO:") and len(out) == len("ROMEO:") + 40 + 1
+
+
+def test_sample_is_reproducible_with_a_seed(run, capsys):
+    texts = []
+    for seed in ("1", "1", "2"):
+        main(["sample", "--checkpoint", str(run), "--tokens", "30", "--seed", seed])
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] != texts[2]
+
+
+def test_the_cache_and_no_cache_write_the_same_text(run, capsys):
+    main(["sample", "--checkpoint", str(run), "--tokens", "40", "--prompt", "To be"])
+    cached = capsys.readouterr().out
+    main(["sample", "--checkpoint", str(run), "--tokens", "40", "--prompt", "To be", "--no-cache"])
+    assert capsys.readouterr().out == cached
+
+
+def test_unknown_prompt_characters_are_named_and_can_be_dropped(run, capsys):
+    assert main(["sample", "--checkpoint", str(run), "--prompt", "Romeo — ½", "--tokens", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "'—'" in err and "'½'" in err and "--drop-unknown" in err
+    assert main(["sample", "--checkpoint", str(run), "--prompt", "Romeo — ½", "--tokens", "5",
+                 "--drop-unknown"]) == 0
+    assert capsys.readouterr().out.startswith("Romeo  ")
+
+
+def test_a_long_prompt_is_cropped_with_a_note(run, capsys):
+    assert main(["sample", "--checkpoint", str(run), "--prompt", "a" * 40, "--tokens", "3"]) == 0
+    assert "only the last 16 characters" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tokens", "0"], "--tokens must be a positive"),
+    (["--tokens", "-3"], "--tokens must be a positive"),
+    (["--prompt", ""], "prompt is empty"),
+    (["--temperature", "0"], "temperature must be > 0"),
+    (["--top-k", "0"], "top_k must be between 1 and the vocabulary size 65"),
+    (["--top-k", "66"], "top_k must be between 1"),
+    (["--top-p", "1.5"], r"top_p must be in (0, 1]"),
+    (["--top-p", "0"], r"top_p must be in (0, 1]"),
+])
+def test_bad_sampling_input_is_one_line_and_exit_2(run, capsys, args, message):
+    assert main(["sample", "--checkpoint", str(run), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n_layr", "2"], "unknown option --n_layr (did you mean --n_layer?)"),
+    (["--n_embd", "30", "--n_head", "4"], "must be divisible by n_head"),
+    (["--dropout", "1.5"], "dropout must be in [0, 1)"),
+    (["--learning_rate", "0"], "learning_rate must be > 0"),
+    (["--n_layer", "-1"], "n_layer must be a positive"),
+    (["--batch_size", "two"], "--batch_size takes a number"),
+])
+def test_bad_training_input_is_one_line_and_changes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_train_refuses_to_overwrite_a_run_unless_asked(run, capsys):
+    before = (run / FILENAME).read_bytes()
+    assert main(["train", "--out", str(run), *TINY]) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert (run / FILENAME).read_bytes() == before
+
+
+def test_resume_continues_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY]) == 0
+    assert main(["train", "--out", str(out), "--resume", "--max_iters", "9",
+                 "--lr_decay_iters", "9", "--quiet"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    ckpt = load_checkpoint(out)
+    assert ckpt.step == 9 and len(ckpt.history["loss"]) == 9
+    assert main(["train", "--out", str(out), "--resume", "--n_layer", "3"]) == 2
+    assert "cannot change the model's shape" in capsys.readouterr().err
+
+
+def test_parse_overrides_accepts_both_spellings():
+    assert parse_overrides(["--n-layer", "2", "--learning_rate=3e-4"]) == {
+        "n_layer": 2, "learning_rate": 3e-4}
+    with pytest.raises(UsageError, match="needs a value"):
+        parse_overrides(["--n_layer"])
+
+
+def test_python_dash_m_gptlib_runs_as_a_program(run):
+    done = subprocess.run([sys.executable, "-m", "gptlib", "eval", "--checkpoint", str(run)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    float(last_line(done.stdout))
+    bad = subprocess.run([sys.executable, "-m", "gptlib", "sample", "--checkpoint",
+                          str(run / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: no checkpoint at") and "Traceback" not in bad.stderr
+    helped = subprocess.run([sys.executable, "-m", "gptlib", "train", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and "--learning_rate" in helped.stdout

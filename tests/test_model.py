@@ -1,0 +1,127 @@
+import math
+
+import pytest
+import torch
+
+from gptlib.attention import MultiHeadAttention
+from gptlib.model import GPT, Block, FeedForward, GPTConfig
+
+TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**TINY)).eval()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("n_layer", 0, "n_layer must be a positive"),
+    ("block_size", -4, "block_size must be a positive"),
+    ("n_embd", 2.5, "n_embd must be a positive whole number"),
+    ("n_head", 3, "divisible by n_head"),
+    ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
+    ("dropout", -0.1, r"dropout must be in \[0, 1\)"),
+])
+def test_config_rejects_impossible_shapes_with_a_clear_message(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        GPTConfig(**{**TINY, field: value})
+
+
+def test_config_round_trips_through_a_dict():
+    config = GPTConfig(**TINY)
+    assert GPTConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown GPTConfig fields: colour"):
+        GPTConfig.from_dict({**TINY, "colour": "red"})
+
+
+def test_gpu_preset_shape_has_about_10_7_million_parameters():
+    n = GPT(GPTConfig()).num_parameters()
+    assert n == 10_788_929
+    assert GPT(GPTConfig()).num_parameters(include_position_embedding=False) == 10_690_625
+
+
+def test_parameter_count_matches_the_formula():
+    C, V, T, L = 16, 11, 8, 2
+    per_block = 4 * C * C + C + (C * 4 * C + 4 * C) + (4 * C * C + C) + 4 * C  # attn, ffwd, 2 LNs
+    expected = V * C + T * C + L * per_block + 2 * C + C * V + V
+    assert GPT(GPTConfig(**TINY)).num_parameters() == expected
+
+
+def test_forward_returns_logits_and_loss(model):
+    idx = torch.randint(11, (3, 8))
+    logits, loss = model(idx)
+    assert logits.shape == (3, 8, 11) and loss is None
+    logits, loss = model(idx, idx)
+    assert loss.ndim == 0
+
+
+def test_initial_loss_is_close_to_a_uniform_guess(model):
+    idx = torch.randint(11, (16, 8), generator=torch.Generator().manual_seed(0))
+    _, loss = model(idx, idx)
+    assert loss.item() == pytest.approx(math.log(11), abs=0.1)
+
+
+def test_initialisation_is_small_and_residual_projections_smaller(model):
+    assert model.blocks[0].ffwd.fc.weight.std().item() == pytest.approx(0.02, rel=0.2)
+    assert model.blocks[0].attn.proj.weight.std().item() == pytest.approx(0.02 / 2, rel=0.25)
+    assert torch.all(model.blocks[0].ffwd.fc.bias == 0)
+
+
+def test_every_position_sees_only_the_past(model):
+    idx = torch.randint(11, (1, 8))
+    changed = idx.clone()
+    changed[0, 5] = (changed[0, 5] + 1) % 11
+    a, _ = model(idx)
+    b, _ = model(changed)
+    torch.testing.assert_close(a[:, :5], b[:, :5])
+    assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+def test_attention_weights_of_every_layer_on_request(model):
+    idx = torch.randint(11, (2, 6))
+    logits, loss, attention = model(idx, return_attention=True)
+    assert len(attention) == 2 and attention[0].shape == (2, 2, 6, 6)
+    torch.testing.assert_close(logits, model(idx)[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(attention[1].sum(-1), torch.ones(2, 2, 6))
+
+
+def test_attention_scores_give_the_same_weights(model):
+    from gptlib.attention import attention_weights
+
+    idx = torch.randint(11, (1, 6))
+    _, _, attention = model(idx, return_attention=True)
+    scores = model.attention_scores(idx)
+    assert scores.shape == (2, 2, 6, 6)
+    torch.testing.assert_close(attention_weights(scores), torch.cat(attention))
+
+
+def test_a_block_is_pre_norm_residual_attention_then_feed_forward():
+    torch.manual_seed(0)
+    config = GPTConfig(**TINY)
+    block = Block(config).eval()
+    x = torch.randn(2, 8, 16)
+    h = x + block.attn(block.ln1(x))
+    expected = h + block.ffwd(block.ln2(h))
+    torch.testing.assert_close(block(x), expected)
+    assert isinstance(block.attn, MultiHeadAttention)
+
+
+def test_feed_forward_widens_four_times():
+    ff = FeedForward(GPTConfig(**TINY))
+    assert ff.fc.out_features == 64 and ff.proj.in_features == 64
+
+
+def test_too_long_input_is_refused(model):
+    with pytest.raises(ValueError, match="longer than block_size 8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_dropout_is_active_only_in_training():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY, "dropout": 0.5}))
+    idx = torch.randint(11, (2, 8))
+    model.train()
+    assert not torch.equal(model(idx)[0], model(idx)[0])
+    model.eval()
+    assert torch.equal(model(idx)[0], model(idx)[0])

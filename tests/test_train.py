@@ -1,0 +1,104 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptlib.model import GPT, GPTConfig
+from gptlib.train import (
+    TrainConfig,
+    configure_optimizer,
+    estimate_loss,
+    full_loss,
+    learning_rate_at,
+    train,
+)
+
+TINY = GPTConfig(vocab_size=7, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return GPT(TINY)
+
+
+def test_weight_decay_only_on_matrices_and_embeddings():
+    model = tiny_model()
+    optimizer = configure_optimizer(model, TrainConfig(weight_decay=0.1))
+    decayed, plain = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decayed["params"])
+    assert all(p.dim() == 1 for p in plain["params"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert any("token_embedding" in names[id(p)] for p in decayed["params"])
+    assert any("ln1" in names[id(p)] for p in plain["params"])
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_down():
+    c = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=110, max_iters=200)
+    assert learning_rate_at(0, c) == pytest.approx(1e-4)
+    assert learning_rate_at(9, c) == pytest.approx(1e-3)
+    assert learning_rate_at(10, c) == pytest.approx(1e-3)
+    assert learning_rate_at(60, c) == pytest.approx((1e-3 + 1e-4) / 2)
+    assert learning_rate_at(110, c) == pytest.approx(1e-4)
+    assert learning_rate_at(150, c) == pytest.approx(1e-4)
+    rates = [learning_rate_at(s, c) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("learning_rate", 0.0, "learning_rate must be > 0"),
+    ("learning_rate", -1e-3, "learning_rate must be > 0"),
+    ("batch_size", 0, "batch_size must be a positive"),
+    ("max_iters", -5, "max_iters must be a positive"),
+    ("min_lr", 1.0, "min_lr must be between 0 and learning_rate"),
+    ("beta2", 1.0, r"beta2 must be in \[0, 1\)"),
+])
+def test_train_config_rejects_impossible_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value})
+
+
+def brute_force_full_loss(model, data):
+    """Predict each position from the start of its window, one prediction at a time."""
+    block = model.config.block_size
+    losses = []
+    for t in range(1, len(data)):
+        start = ((t - 1) // block) * block
+        logits, _ = model(data[start:t].unsqueeze(0))
+        losses.append(F.cross_entropy(logits[0, -1:], data[t : t + 1]).item())
+    return sum(losses) / len(losses)
+
+
+@pytest.mark.parametrize("length", [17, 25, 30])  # 16 and 24 targets fill whole windows; 29 does not
+def test_full_loss_predicts_every_position_once_in_non_overlapping_windows(length):
+    model = tiny_model().eval()
+    data = torch.randint(7, (length,), generator=torch.Generator().manual_seed(length))
+    assert full_loss(model, data, batch_size=2) == pytest.approx(
+        brute_force_full_loss(model, data), rel=1e-5)
+
+
+def test_estimate_loss_is_the_mean_over_random_batches():
+    model = tiny_model()
+    data = torch.randint(7, (500,), generator=torch.Generator().manual_seed(0))
+    a = estimate_loss(model, data, 4, 10, torch.Generator().manual_seed(1))
+    b = estimate_loss(model, data, 4, 10, torch.Generator().manual_seed(1))
+    assert a == b and a == pytest.approx(math.log(7), abs=0.2)
+    assert model.training  # left as it was
+
+
+def test_training_learns_a_simple_pattern_and_records_history():
+    # The sequence 0 1 2 3 4 5 6 0 1 2 ... is fully predictable.
+    data = torch.arange(2000) % 7
+    model = tiny_model()
+    config = TrainConfig(batch_size=8, max_iters=150, learning_rate=1e-2, min_lr=1e-3,
+                         warmup_iters=10, lr_decay_iters=150, eval_interval=50, eval_iters=4)
+    seen = []
+    history = train(model, data, data, config, progress=False,
+                    on_eval=lambda step, h: seen.append(step))
+    assert seen == [50, 100, 150]
+    assert history["eval_step"] == [50, 100, 150]
+    assert len(history["loss"]) == len(history["lr"]) == 150
+    assert history["val_loss"][-1] < 0.05
+    assert full_loss(model, data[:200]) < 0.1
