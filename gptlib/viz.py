@@ -225,3 +225,47 @@ class SoftmaxScaleExplorer(Explorer):
         right.set_title(f"softmax over {self.n_keys} keys: largest weight {weights.max():.2f}")
         right.set_xlabel("key")
         return None
+
+
+class LiveLossPlot:
+    """A loss plot that redraws in place while training runs in a notebook.
+
+    Pass it as ``on_eval`` to :func:`gptlib.train.train`: at every evaluation it
+    draws the loss of every step so far and the train and validation estimates.
+    ``references`` maps a label to a horizontal line (a baseline loss, say).
+    """
+
+    def __init__(self, max_iters: int, references: dict | None = None, figsize=(9, 4)):
+        self.max_iters = max_iters
+        self.references = references or {}
+        self.figure = Figure(figsize=figsize, layout="constrained")
+        self.ax = self.figure.add_subplot()
+        self.handle = None
+        self.draw({"step": [], "loss": [], "eval_step": [], "train_loss": [], "val_loss": []})
+
+    def draw(self, history: dict) -> None:
+        ax = self.ax
+        ax.clear()
+        ax.plot(history["step"], history["loss"], color="tab:blue", alpha=0.3, linewidth=0.7,
+                label="train (one batch)")
+        ax.plot(history["eval_step"], history["train_loss"], "o-", color="tab:blue",
+                label="train (estimate)")
+        ax.plot(history["eval_step"], history["val_loss"], "o-", color="tab:orange",
+                label="validation (estimate)")
+        for (label, value), color in zip(self.references.items(), ["grey", "tab:green", "tab:red"]):
+            ax.axhline(value, linestyle="--", color=color, linewidth=1, label=label)
+        ax.set_xlim(0, self.max_iters)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend(loc="upper right")
+        if history["val_loss"]:
+            ax.set_title(f"step {history['eval_step'][-1]}: validation {history['val_loss'][-1]:.3f}")
+
+    def __call__(self, step: int, history: dict) -> None:
+        from IPython.display import display
+
+        self.draw(history)
+        if self.handle is None:
+            self.handle = display(self.figure, display_id=True)
+        else:
+            self.handle.update(self.figure)

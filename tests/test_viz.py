@@ -122,3 +122,18 @@ def test_softmax_scale_explorer_shows_saturation_and_its_cure():
     assert dots.var().item() == pytest.approx(1.0, rel=0.1)
     assert torch.softmax(row, 0).max() < 0.5
     assert explorer.png != picture
+
+
+def test_live_loss_plot_draws_the_history_it_is_given():
+    from gptlib.viz import LiveLossPlot
+
+    plot = LiveLossPlot(max_iters=100, references={"bigram": 2.48})
+    history = {"step": [1, 2, 3], "loss": [4.0, 3.5, 3.0], "eval_step": [3],
+               "train_loss": [3.1], "val_loss": [3.2]}
+    plot.draw(history)
+    lines = plot.ax.get_lines()
+    assert list(lines[0].get_ydata()) == [4.0, 3.5, 3.0]
+    assert list(lines[2].get_ydata()) == [3.2]
+    assert list(lines[3].get_ydata()) == [2.48, 2.48]  # the reference line
+    assert plot.ax.get_title() == "step 3: validation 3.200"
+    assert plot.ax.get_xlim() == (0, 100)
