@@ -25,14 +25,17 @@ def lines(cell):
     return [line.strip() for line in source(cell).splitlines()]
 
 
-def test_the_first_chapters_are_there():
+def test_the_chapters_are_all_there_in_order():
     names = [p.name for p in NOTEBOOKS]
-    assert names[:5] == [
+    assert names == [
         "01_data.ipynb",
         "02_bigram.ipynb",
         "03_self_attention_math.ipynb",
         "04_masking_and_scaling.ipynb",
         "05_positional_embeddings.ipynb",
+        "06_transformer.ipynb",
+        "07_training.ipynb",
+        "08_sampling.ipynb",
     ]
 
 
