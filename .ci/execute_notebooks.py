@@ -25,9 +25,11 @@ KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "langua
 
 
 def merge_streams(outputs):
-    """Join consecutive prints to the same stream into one output, as JupyterLab shows them.
+    """Save printed text as JupyterLab shows it.
 
-    A cell that prints a character at a time would otherwise save hundreds of outputs.
+    Consecutive prints to the same stream become one output (a cell that prints a
+    character at a time would otherwise save hundreds), and a line rewritten with
+    carriage returns (a progress bar) keeps only its last state.
     """
     merged = []
     for output in outputs:
@@ -37,6 +39,10 @@ def merge_streams(outputs):
             previous.text += output.text
         else:
             merged.append(output)
+    for output in merged:
+        if output.output_type == "stream":
+            output.text = "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1]
+                                    for line in output.text.split("\n"))
     return merged
 
 

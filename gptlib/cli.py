@@ -14,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from gptlib.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from gptlib.data import DataError, load_dataset

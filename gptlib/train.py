@@ -167,7 +167,9 @@ def train(
     estimates at every evaluation. Interrupting (Ctrl-C) leaves the model with
     the weights of the last finished step.
     """
-    from tqdm.auto import tqdm
+    # The plain text bar: live in a terminal and in a notebook, and what a saved
+    # notebook shows is the final state (tqdm's widget bar saves its first state).
+    from tqdm import tqdm
 
     device = next(model.parameters()).device
     optimizer = optimizer or configure_optimizer(model, config, device.type)

@@ -126,6 +126,8 @@ class Explorer:
 class AttentionExplorer(Explorer):
     """Type a text, pick a layer and a head, toggle the causal mask, move the temperature.
 
+    In the text box a line break is written ``\\n``; press Enter to redraw.
+
     ``scores_fn(text)`` returns the scaled query-key scores of every layer and head,
     before mask and softmax: a tensor ``(n_layer, n_head, T, T)`` for the ``T``
     characters of ``text``. It may raise ValueError for a text it cannot take
@@ -146,8 +148,10 @@ class AttentionExplorer(Explorer):
 
         self.scores_fn = scores_fn
         self.block_size = block_size
-        self.text = widgets.Text(value=text, description="text", continuous_update=False,
-                                 layout=widgets.Layout(width="640px"))
+        # A one-line text box cannot hold a line break, so it shows and takes one as \n
+        # (the corpus has no backslashes, so nothing else is changed by this).
+        self.text = widgets.Text(value=text.replace("\n", "\\n"), description="text",
+                                 continuous_update=False, layout=widgets.Layout(width="640px"))
         self.layer = widgets.Dropdown(options=list(range(n_layer)), description="layer",
                                       layout=widgets.Layout(width="160px"))
         self.head = widgets.Dropdown(options=list(range(n_head)), description="head",
@@ -160,7 +164,7 @@ class AttentionExplorer(Explorer):
 
     def weights(self):
         """The text actually shown and its ``(T, T)`` attention weights for the chosen controls."""
-        text, note = self.text.value, None
+        text, note = self.text.value.replace("\\n", "\n"), None
         if not text:
             raise ValueError("Type some text to see its attention weights.")
         if self.block_size is not None and len(text) > self.block_size:
@@ -238,10 +242,13 @@ class LiveLossPlot:
     def __init__(self, max_iters: int, references: dict | None = None, figsize=(9, 4)):
         self.max_iters = max_iters
         self.references = references or {}
+        from IPython.display import display
+
         self.figure = Figure(figsize=figsize, layout="constrained")
         self.ax = self.figure.add_subplot()
-        self.handle = None
         self.draw({"step": [], "loss": [], "eval_step": [], "train_loss": [], "val_loss": []})
+        # Shown at once, above the progress bar, and redrawn in place from then on.
+        self.handle = display(self.figure, display_id=True)
 
     def draw(self, history: dict) -> None:
         ax = self.ax
@@ -262,10 +269,6 @@ class LiveLossPlot:
             ax.set_title(f"step {history['eval_step'][-1]}: validation {history['val_loss'][-1]:.3f}")
 
     def __call__(self, step: int, history: dict) -> None:
-        from IPython.display import display
-
         self.draw(history)
-        if self.handle is None:
-            self.handle = display(self.figure, display_id=True)
-        else:
+        if self.handle is not None:  # None outside IPython
             self.handle.update(self.figure)

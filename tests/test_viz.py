@@ -137,3 +137,12 @@ def test_live_loss_plot_draws_the_history_it_is_given():
     assert list(lines[3].get_ydata()) == [2.48, 2.48]  # the reference line
     assert plot.ax.get_title() == "step 3: validation 3.200"
     assert plot.ax.get_xlim() == (0, 100)
+
+
+def test_line_breaks_are_shown_and_typed_as_backslash_n():
+    explorer = AttentionExplorer(fake_scores, "ROMEO:\nBut", n_layer=2, n_head=3)
+    assert explorer.text.value == "ROMEO:\\nBut"
+    assert explorer.weights()[0] == "ROMEO:\nBut"
+    explorer.text.value = "a\\nb"
+    text, weights, _ = explorer.weights()
+    assert text == "a\nb" and weights.shape == (3, 3)
