@@ -1,0 +1,280 @@
+"""The course as a learner sees it: every notebook run in JupyterLab, in a real browser.
+
+Starts JupyterLab on 127.0.0.1 (a free port, a random token, fresh settings and
+workspaces) over a copy of the notebooks, opens each notebook, runs all its cells,
+and checks that no cell shows an error and that every interactive explorer draws
+a picture and redraws it when its controls move. Screenshots go to test-artifacts/.
+
+Needs Debian's chromium (``apt-get install chromium``) and Playwright for Python
+(installed with the course's test dependencies); without chromium the tests are
+skipped with a message, except in CI, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+RUN_TIMEOUT_S = 600  # the longest notebook trains for about two minutes
+
+if not Path(CHROMIUM).exists():
+    message = ("browser tests need chromium at /usr/bin/chromium: "
+               "sudo apt-get install chromium (Debian/Ubuntu)")
+    if os.environ.get("CI"):
+        raise RuntimeError(message)  # CI installs it (.ci/run); a skip would hide a failure
+    pytest.skip(message, allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# JupyterLab settings for a quiet, fully rendered page: no news pop-up, and every cell in
+# the DOM (by default a long notebook only renders the cells in view).
+SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server over a copy of the notebooks (a run must not rewrite the originals)."""
+    home = tmp_path_factory.mktemp("lab")
+    shutil.copytree(ROOT / "notebooks", home / "notebooks")
+    (home / "assets").symlink_to(ROOT / "assets")  # the notebooks load ../assets/...
+    for name, values in SETTINGS.items():
+        path = home / "settings" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    port, token = free_port(), secrets.token_hex(16)
+    command = [
+        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
+        f"--port={port}", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={home / 'notebooks'}",
+        f"--LabApp.user_settings_dir={home / 'settings'}",
+        f"--LabApp.workspaces_dir={home / 'workspaces'}",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # CI runs as root
+    log = open(home / "jupyter.log", "w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=home)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"JupyterLab did not start: {(home / 'jupyter.log').read_text()}")
+            time.sleep(0.5)
+    ROOTS[base] = home / "notebooks"
+    yield base, token
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+ROOTS: dict[str, Path] = {}  # server address -> the folder it serves
+
+
+def page_root(base: str) -> Path:
+    return ROOTS[base]
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def prompts(page) -> list[str]:
+    return page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+
+
+def menu(page, top: str, item: str) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{top}$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$")).click()
+
+
+def open_and_run(page, base: str, token: str, name: str) -> int:
+    """Open a notebook in a fresh workspace, clear its saved outputs, run every cell in order.
+
+    Clearing first matters: the committed outputs carry numbered prompts too, so only
+    prompts numbered 1..n after a clear prove that this run executed every cell.
+    """
+    n_code_cells = sum(c["cell_type"] == "code"
+                       for c in json.loads((page_root(base) / name).read_text())["cells"])
+    # A fresh workspace per notebook, so no dialog about another notebook's kernel.
+    page.goto(f"{base}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={token}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    wait_until(lambda: len(prompts(page)) == n_code_cells, 60, "the notebook to render")
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    menu(page, "Edit", "Clear Outputs of All Cells")
+    wait_until(lambda: all(t.strip() in ("[ ]:", "") for t in prompts(page)), 30, "outputs to clear")
+    menu(page, "Run", "Run All Cells")
+    expected = [f"[{i}]:" for i in range(1, n_code_cells + 1)]
+    # Stop waiting at the first error too: the cells after it never run.
+    wait_until(lambda: prompts(page) == expected or cell_errors(page), RUN_TIMEOUT_S,
+               "every cell to run, in order")
+    return n_code_cells
+
+
+def cell_errors(page) -> list[str]:
+    """The text of every output that shows an exception (JupyterLab draws them as stderr)."""
+    outputs = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    return [text for text in outputs.all_inner_texts()
+            if "Traceback" in text or re.search(r"^\w+(Error|Exception)\b", text, re.M)]
+
+
+def settled(image, quiet_s: float = 1.0) -> str:
+    """The picture once it has stopped changing for ``quiet_s`` seconds."""
+    src = image.get_attribute("src")
+    while True:
+        time.sleep(quiet_s)
+        now = image.get_attribute("src")
+        if now == src:
+            return src
+        src = now
+
+
+def picture_changes(page, image, act, what: str) -> None:
+    before = settled(image)
+    act()
+    wait_until(lambda: image.get_attribute("src") != before, 30, f"the picture to redraw after {what}")
+    settled(image)  # let any late redraw land before the next control moves
+
+
+def exercise_explorer(page, box) -> list[str]:
+    """Move every control the explorer has; each move must redraw the picture."""
+    image = box.locator("img.widget-image")
+    assert image.evaluate("img => img.naturalWidth") > 100, "the explorer's picture did not render"
+    moved = []
+    for i in range(box.locator(".noUi-handle").count()):
+        handle = box.locator(".noUi-handle").nth(i)
+        picture_changes(page, image, lambda: (handle.focus(), page.keyboard.press("ArrowRight")),
+                        "a slider")
+        moved.append("slider")
+    selects = box.locator("select")
+    for i in range(selects.count()):
+        select = selects.nth(i)
+        options = select.locator("option").all_inner_texts()
+        if len(options) > 1:
+            picture_changes(page, image, lambda: select.select_option(options[-1]), "a dropdown")
+            moved.append("dropdown")
+    checkboxes = box.locator("input[type=checkbox]")
+    for i in range(checkboxes.count()):
+        picture_changes(page, image, checkboxes.nth(i).click, "a checkbox")
+        moved.append("checkbox")
+    texts = box.locator("input[type=text]")
+    if texts.count():
+        field = texts.first
+        picture_changes(page, image, lambda: (field.fill("O Romeo, Romeo!\\nwherefore art"),
+                                              field.press("Enter")), "typing a line")
+        moved.append("text")
+        # A character outside the vocabulary: a message, and the picture stays.
+        before = settled(image)
+        field.fill("naïve")
+        field.press("Enter")
+        message = box.locator(".widget-html")
+        wait_until(lambda: "not in the vocabulary" in message.first.inner_text(), 30,
+                   "the explorer to name the unknown character")
+        assert image.get_attribute("src") == before
+    return moved
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_jupyterlab_and_its_explorers_respond(lab, browser, notebook):
+    base, token = lab
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        n_code_cells = open_and_run(page, base, token, notebook.name)
+        errors = cell_errors(page)
+        assert not errors, f"{notebook.name}: a cell shows an error:\n{errors[0][:1000]}"
+        assert prompts(page) == [f"[{i}]:" for i in range(1, n_code_cells + 1)]
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator(".jp-Cell").first.scroll_into_view_if_needed()
+        page.screenshot(path=ARTIFACTS / f"{notebook.stem}.png")
+        page.locator(".jp-Cell").last.scroll_into_view_if_needed()
+        page.screenshot(path=ARTIFACTS / f"{notebook.stem}-end.png")
+
+        explorers = page.locator(".widget-vbox").filter(has=page.locator("img.widget-image"))
+        expected = sum("Explorer(" in "".join(c["source"])
+                       for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code")
+        assert explorers.count() == expected, f"{expected} explorers in the notebook, " \
+                                              f"{explorers.count()} on the page"
+        for i in range(explorers.count()):
+            box = explorers.nth(i)
+            box.scroll_into_view_if_needed()
+            box.screenshot(path=ARTIFACTS / f"{notebook.stem}-explorer{i}-before.png")
+            moved = exercise_explorer(page, box)
+            assert moved, "an explorer with no controls"
+            box.screenshot(path=ARTIFACTS / f"{notebook.stem}-explorer{i}-after.png")
+    finally:
+        shut_down_kernels(base, token)
+        page.close()
+
+
+def shut_down_kernels(base: str, token: str) -> None:
+    """Free the CPU and memory of the notebook just run before the next one starts."""
+    with urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=10) as response:
+        sessions = json.load(response)
+    for session in sessions:
+        request = urllib.request.Request(f"{base}/api/sessions/{session['id']}?token={token}",
+                                         method="DELETE")
+        urllib.request.urlopen(request, timeout=30).close()
+
+
+def test_the_error_detector_sees_a_failing_cell(lab, browser):
+    """The check above is only worth something if it can fail: run a notebook that raises."""
+    base, token = lab
+    cells = [{"cell_type": "code", "metadata": {}, "source": "print('fine')", "outputs": [],
+              "execution_count": None},
+             {"cell_type": "code", "metadata": {}, "source": "1 / 0", "outputs": [],
+              "execution_count": None}]
+    notebook = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+                "metadata": {"kernelspec": {"name": "python3", "language": "python",
+                                            "display_name": "Python 3 (ipykernel)"}}}
+    (page_root(base) / "zz_raises.ipynb").write_text(json.dumps(notebook))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        open_and_run(page, base, token, "zz_raises.ipynb")
+        errors = cell_errors(page)
+        assert len(errors) == 1 and "ZeroDivisionError" in errors[0]
+        assert prompts(page) == ["[1]:", "[2]:"]
+    finally:
+        shut_down_kernels(base, token)
+        page.close()
