@@ -1,9 +1,10 @@
 """Checkpoints: one safetensors file per run, written atomically, loaded without pickle.
 
 Everything is in ``checkpoint.safetensors``: the model's weights, the optimizer's
-state and the batch generator's state as tensors; the model and training configs,
-the tokenizer's vocabulary, the step and the loss history as JSON in the file's
-metadata. safetensors holds plain tensors and strings, so loading runs no code.
+state, the batch generator's state (where in the data the run stands) and torch's
+and numpy's random states as tensors; the model and training configs, the
+tokenizer's vocabulary, the step, Python's random state and the loss history as
+JSON in the file's metadata. safetensors holds plain tensors and strings, so loading runs no code.
 The file is written under a temporary name and renamed, so a crash mid-save leaves
 the previous checkpoint whole.
 """
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
@@ -62,6 +65,13 @@ def save_checkpoint(path, model: GPT, tokenizer: CharTokenizer, *, train_config=
         metadata["optim_param_groups"] = json.dumps(state["param_groups"])
     if generator is not None:
         tensors["rng.batches"] = generator.get_state()
+    # The global random states too (dropout draws from torch's), so a resumed run
+    # continues exactly where this one stopped.
+    tensors["rng.torch"] = torch.get_rng_state()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np_keys.astype(np.int64))
+    metadata["rng_numpy"] = json.dumps([np_kind, int(np_pos), int(np_has_gauss), float(np_gauss)])
+    metadata["rng_python"] = json.dumps(random.getstate())
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
@@ -84,6 +94,18 @@ class Checkpoint:
     history: dict | None
     optimizer_state: dict | None
     generator_state: torch.Tensor | None
+    rng_state: dict | None = None
+
+    def restore_rng(self) -> None:
+        """Set torch's, numpy's and Python's global random states to those saved."""
+        if not self.rng_state:
+            raise CheckpointError("this checkpoint holds no random states")
+        torch.set_rng_state(self.rng_state["torch"])
+        kind, pos, has_gauss, gauss = self.rng_state["numpy_meta"]
+        keys = self.rng_state["numpy_keys"].numpy().astype(np.uint32)
+        np.random.set_state((kind, keys, pos, has_gauss, gauss))
+        version, internal, gauss_next = self.rng_state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
 
     def restore_optimizer(self, optimizer) -> None:
         if self.optimizer_state is None:
@@ -134,4 +156,13 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
         history=json.loads(metadata["history"]) if "history" in metadata else None,
         optimizer_state=optimizer_state,
         generator_state=tensors.get("rng.batches"),
+        rng_state=_rng_state(tensors, metadata),
     )
+
+
+def _rng_state(tensors: dict, metadata: dict) -> dict | None:
+    if "rng.torch" not in tensors:
+        return None
+    return {"torch": tensors["rng.torch"], "numpy_keys": tensors["rng.numpy"],
+            "numpy_meta": json.loads(metadata["rng_numpy"]),
+            "python": json.loads(metadata["rng_python"])}

@@ -7,7 +7,10 @@ and exit status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import os
+import signal
 import sys
 import time
 from dataclasses import fields
@@ -31,6 +34,39 @@ CASTS = {"int": int, "float": float}
 
 class UsageError(Exception):
     """Bad input on the command line."""
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM during training: finish the step, save, stop.
+
+    Called by the training loop after every step, it answers whether a signal has
+    come. A second signal ends the process at once; checkpoints are written
+    atomically, so even that leaves the last saved one whole.
+    """
+
+    def __init__(self):
+        self.signal = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+    def handle(self, signum, frame) -> None:
+        if self.signal is not None:
+            print("\nsecond interrupt: quitting now; the last checkpoint is intact",
+                  file=sys.stderr)
+            os._exit(130)
+        self.signal = signal.Signals(signum).name
+        print(f"\n{self.signal}: finishing this step and saving a checkpoint "
+              f"(interrupt again to quit at once)", file=sys.stderr)
+
+    @contextlib.contextmanager
+    def installed(self):
+        previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -101,15 +137,19 @@ def cmd_train(args, extra: list[str]) -> int:
         ckpt = load_checkpoint(out, device=device)
         if ckpt.tokenizer.vocab != tokenizer.vocab:
             raise UsageError(f"the checkpoint in {out} was trained on another vocabulary")
-        bad = sorted(k for k in overrides if k in GPTConfig.__dataclass_fields__)
-        if bad:
-            raise UsageError(f"cannot change the model's shape when resuming ({', '.join(bad)})")
         model, model_config = ckpt.model, ckpt.model.config
-        train_config = TrainConfig.from_dict({**ckpt.train_config.to_dict(), **overrides})
+        changed = sorted(k for k, v in overrides.items()
+                         if k in GPTConfig.__dataclass_fields__ and getattr(model_config, k) != v)
+        if changed:
+            raise UsageError(f"cannot change the model's shape when resuming ({', '.join(changed)})")
+        train_overrides = {k: v for k, v in overrides.items() if k in TrainConfig.__dataclass_fields__}
+        train_config = TrainConfig.from_dict({**ckpt.train_config.to_dict(), **train_overrides})
         optimizer = configure_optimizer(model, train_config, device.type)
         ckpt.restore_optimizer(optimizer)
         generator = torch.Generator()
         generator.set_state(ckpt.generator_state)
+        if ckpt.rng_state:
+            ckpt.restore_rng()  # dropout continues with the same random numbers
         start_step, history = ckpt.step, ckpt.history
         print(f"resuming {out} at step {start_step} of {train_config.max_iters}")
     else:
@@ -128,11 +168,26 @@ def cmd_train(args, extra: list[str]) -> int:
         tqdm.write(f"step {step}: train {history['train_loss'][-1]:.4f}, "
                    f"val {history['val_loss'][-1]:.4f} (estimates); checkpoint saved")
 
+    if start_step >= train_config.max_iters:
+        raise UsageError(f"the run in {out} is already at step {start_step}; to train longer, "
+                         f"resume with a larger --max_iters (and --lr_decay_iters)")
+    stop = StopRequest()
     started = time.perf_counter()
-    history = train(model, train_data, val_data, train_config, optimizer=optimizer,
-                    start_step=start_step, generator=generator, history=history,
-                    on_eval=save, progress=not args.quiet)
-    train_seconds = time.perf_counter() - started
+    with stop.installed():
+        history = train(model, train_data, val_data, train_config, optimizer=optimizer,
+                        start_step=start_step, generator=generator, history=history,
+                        on_eval=save, progress=not args.quiet, should_stop=stop)
+        train_seconds = time.perf_counter() - started
+        step = history["step"][-1] if history["step"] else start_step
+        if stop.signal:
+            if step not in history["eval_step"]:  # not already saved at this step
+                save_checkpoint(out, model, tokenizer, train_config=train_config,
+                                optimizer=optimizer, step=step, generator=generator,
+                                history=history)
+            print(f"{stop.signal}: stopped after step {step} of {train_config.max_iters}; "
+                  f"checkpoint saved in {out}. To continue: python -m gptlib train "
+                  f"--out {out} --resume", file=sys.stderr)
+            return 130
     val = full_loss(model, val_data)
     print(f"trained to step {train_config.max_iters} in {train_seconds:.1f} s; checkpoint: "
           f"{checkpoint_path(out)}")

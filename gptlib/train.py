@@ -154,6 +154,7 @@ def train(
     history: dict | None = None,
     on_eval=None,
     progress: bool = True,
+    should_stop=None,
 ) -> dict:
     """Train ``model`` in place from ``start_step`` to ``config.max_iters``; return the history.
 
@@ -164,8 +165,10 @@ def train(
     batch generator and history.
 
     The history holds the loss and learning rate of every step, and the
-    estimates at every evaluation. Interrupting (Ctrl-C) leaves the model with
-    the weights of the last finished step.
+    estimates at every evaluation. ``should_stop()``, if given, is asked after
+    every step; when it says yes, training ends there (the command line's Ctrl-C
+    handling uses it to save a checkpoint). Interrupting a notebook cell leaves
+    the model with the weights of the last finished step.
     """
     # The plain text bar: live in a terminal and in a notebook, and what a saved
     # notebook shows is the final state (tqdm's widget bar saves its first state).
@@ -206,5 +209,7 @@ def train(
                             val=f"{history['val_loss'][-1]:.3f}")
             if on_eval is not None:
                 on_eval(step + 1, history)
+        if should_stop is not None and should_stop():
+            break
     bar.close()
     return history

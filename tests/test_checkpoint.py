@@ -98,3 +98,57 @@ def test_checkpoint_path_accepts_a_directory_or_a_file(tmp_path):
     assert checkpoint_path(tmp_path) == tmp_path / FILENAME
     assert checkpoint_path(tmp_path / "x.safetensors") == tmp_path / "x.safetensors"
     assert checkpoint_path(tmp_path / "new-run") == tmp_path / "new-run" / FILENAME
+
+
+def test_random_states_are_saved_and_restored(tmp_path):
+    import random
+
+    import numpy as np
+
+    model, *_ = trained(steps=10)
+    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    save_checkpoint(tmp_path, model, TOKENIZER)
+    expected = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
+    torch.manual_seed(99), np.random.seed(99), random.seed(99)
+    load_checkpoint(tmp_path).restore_rng()
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1])
+    assert [random.random() for _ in range(3)] == expected[2]
+
+
+KILLED_MID_SAVE = """
+import sys, time
+import safetensors.torch
+import torch
+from gptlib.checkpoint import save_checkpoint
+from gptlib.data import CharTokenizer
+from gptlib.model import GPT, GPTConfig
+
+run = sys.argv[1]
+model = GPT(GPTConfig(vocab_size=7, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.0))
+save_checkpoint(run, model, CharTokenizer("abcdefg"), step=1)
+
+def half_then_hang(tensors, filename, metadata=None):
+    with open(filename, "wb") as f:      # half a file, then the process is killed
+        f.write(b"\\x00" * 1000)
+        f.flush()
+        print("writing", flush=True)
+        time.sleep(600)
+
+safetensors.torch.save_file = half_then_hang
+import gptlib.checkpoint
+gptlib.checkpoint.save_file = half_then_hang
+save_checkpoint(run, model, CharTokenizer("abcdefg"), step=2)
+"""
+
+
+def test_a_save_killed_half_way_leaves_the_previous_checkpoint_whole(tmp_path):
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", KILLED_MID_SAVE, str(tmp_path)],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "writing"
+    process.kill()
+    process.wait(timeout=30)
+    assert load_checkpoint(tmp_path).step == 1  # the earlier save, intact

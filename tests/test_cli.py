@@ -1,9 +1,12 @@
 """The command line, run in-process (fast) and once as a real `python -m gptlib` process."""
 
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 
 from gptlib.checkpoint import FILENAME, load_checkpoint
 from gptlib.cli import main, parse_overrides, UsageError
@@ -151,3 +154,75 @@ def test_python_dash_m_gptlib_runs_as_a_program(run):
     helped = subprocess.run([sys.executable, "-m", "gptlib", "train", "--help"],
                             capture_output=True, text=True, timeout=120)
     assert helped.returncode == 0 and "--learning_rate" in helped.stdout
+
+
+# --- stopping and resuming --------------------------------------------------------------
+
+
+def test_resume_is_bit_identical_to_training_straight_through(tmp_path):
+    # Dropout on, so the global random state matters too.
+    shape = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
+             "--batch_size", "4", "--eval_interval", "4", "--eval_iters", "2",
+             "--warmup_iters", "2", "--lr_decay_iters", "8", "--dropout", "0.1", "--quiet"]
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    assert main(["train", "--out", str(straight), "--max_iters", "8", *shape]) == 0
+    assert main(["train", "--out", str(halves), "--max_iters", "4", *shape]) == 0
+    assert main(["train", "--out", str(halves), "--resume", "--max_iters", "8", "--quiet"]) == 0
+    a, b = load_checkpoint(straight), load_checkpoint(halves)
+    assert a.step == b.step == 8
+    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(x, y), name
+    assert a.history == b.history  # every step's loss and learning rate, and the estimates
+
+
+def start_training(out, *extra):
+    """A real `python -m gptlib train` process that would run for a long time."""
+    command = [sys.executable, "-m", "gptlib", "train", "--out", str(out), "--quiet",
+               "--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
+               "--batch_size", "4", "--max_iters", "1000000", "--lr_decay_iters", "1000000",
+               "--eval_interval", "20", "--eval_iters", "1", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(out, process, timeout=120):
+    deadline = time.time() + timeout
+    while not (out / FILENAME).exists():
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig):
+    out = tmp_path / "run"
+    process = start_training(out)
+    wait_for_checkpoint(out, process)
+    time.sleep(0.5)  # a few steps past the first evaluation
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert f"python -m gptlib train --out {out} --resume" in stderr
+    ckpt = load_checkpoint(out)
+    assert 20 <= ckpt.step < 1_000_000 and len(ckpt.history["loss"]) == ckpt.step
+    # ... and the run resumes from there.
+    process = start_training(out, "--resume", "--max_iters", str(ckpt.step + 3))
+    process.communicate(timeout=120)
+    assert process.returncode == 0 and load_checkpoint(out).step == ckpt.step + 3
+
+
+def test_a_second_interrupt_quits_at_once_and_leaves_a_whole_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    process = start_training(out)
+    wait_for_checkpoint(out, process)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    assert load_checkpoint(out).step >= 20  # whichever save finished last, it is whole
+
+
+def test_training_past_the_end_of_a_run_is_refused(run, capsys):
+    assert main(["train", "--out", str(run), "--resume"]) == 2
+    assert "already at step 6" in capsys.readouterr().err
