@@ -42,7 +42,8 @@ def checkpoint_path(path) -> Path:
 
 
 def save_checkpoint(path, model: GPT, tokenizer: CharTokenizer, *, train_config=None,
-                    optimizer=None, step: int = 0, generator=None, history=None) -> Path:
+                    optimizer=None, step: int = 0, generator=None, history=None,
+                    data_path=None) -> Path:
     """Write a checkpoint atomically. ``path`` is a run directory (created if needed) or a file."""
     path = checkpoint_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +53,7 @@ def save_checkpoint(path, model: GPT, tokenizer: CharTokenizer, *, train_config=
         "model_config": json.dumps(model.config.to_dict()),
         "vocab": json.dumps(tokenizer.vocab),
         "step": str(step),
+        "data": "" if data_path is None else str(Path(data_path).resolve()),
     }
     if train_config is not None:
         metadata["train_config"] = json.dumps(train_config.to_dict())
@@ -95,6 +97,7 @@ class Checkpoint:
     optimizer_state: dict | None
     generator_state: torch.Tensor | None
     rng_state: dict | None = None
+    data_path: str | None = None  # the text it was trained on; None: Tiny Shakespeare
 
     def restore_rng(self) -> None:
         """Set torch's, numpy's and Python's global random states to those saved."""
@@ -157,6 +160,7 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
         optimizer_state=optimizer_state,
         generator_state=tensors.get("rng.batches"),
         rng_state=_rng_state(tensors, metadata),
+        data_path=metadata.get("data") or None,
     )
 
 

@@ -132,9 +132,10 @@ def cmd_train(args, extra: list[str]) -> int:
     if args.resume and not existing.exists():
         raise UsageError(f"--resume, but there is no checkpoint in {out} to resume from")
 
-    text, tokenizer, train_data, val_data = load_dataset()
+    ckpt = load_checkpoint(out, device=device) if args.resume else None
+    data_path = args.data or (ckpt.data_path if ckpt else None)
+    text, tokenizer, train_data, val_data = load_dataset(path=data_path)
     if args.resume:
-        ckpt = load_checkpoint(out, device=device)
         if ckpt.tokenizer.vocab != tokenizer.vocab:
             raise UsageError(f"the checkpoint in {out} was trained on another vocabulary")
         model, model_config = ckpt.model, ckpt.model.config
@@ -164,7 +165,10 @@ def cmd_train(args, extra: list[str]) -> int:
 
     def save(step, history):
         save_checkpoint(out, model, tokenizer, train_config=train_config, optimizer=optimizer,
-                        step=step, generator=generator, history=history)
+                        step=step, generator=generator, history=history, data_path=data_path)
+
+    def on_eval(step, history):
+        save(step, history)
         tqdm.write(f"step {step}: train {history['train_loss'][-1]:.4f}, "
                    f"val {history['val_loss'][-1]:.4f} (estimates); checkpoint saved")
 
@@ -176,14 +180,12 @@ def cmd_train(args, extra: list[str]) -> int:
     with stop.installed():
         history = train(model, train_data, val_data, train_config, optimizer=optimizer,
                         start_step=start_step, generator=generator, history=history,
-                        on_eval=save, progress=not args.quiet, should_stop=stop)
+                        on_eval=on_eval, progress=not args.quiet, should_stop=stop)
         train_seconds = time.perf_counter() - started
         step = history["step"][-1] if history["step"] else start_step
         if stop.signal:
             if step not in history["eval_step"]:  # not already saved at this step
-                save_checkpoint(out, model, tokenizer, train_config=train_config,
-                                optimizer=optimizer, step=step, generator=generator,
-                                history=history)
+                save(step, history)
             print(f"{stop.signal}: stopped after step {step} of {train_config.max_iters}; "
                   f"checkpoint saved in {out}. To continue: python -m gptlib train "
                   f"--out {out} --resume", file=sys.stderr)
@@ -244,9 +246,9 @@ def cmd_eval(args, extra: list[str]) -> int:
         raise UsageError(f"unknown option {extra[0]}; see 'python -m gptlib eval --help'")
     device = pick_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device=device)
-    _, tokenizer, _, val_data = load_dataset()
+    _, tokenizer, _, val_data = load_dataset(path=args.data or ckpt.data_path)
     if ckpt.tokenizer.vocab != tokenizer.vocab:
-        raise UsageError("the checkpoint was trained on another vocabulary than Tiny Shakespeare's")
+        raise UsageError("the checkpoint was trained on a text with another vocabulary")
     started = time.perf_counter()
     loss = full_loss(ckpt.model, val_data)
     print(f"full validation loss of {checkpoint_path(args.checkpoint)} (step {ckpt.step}), "
@@ -272,8 +274,15 @@ def cmd_presets(args, extra: list[str]) -> int:
 # --- the parser -------------------------------------------------------------------------
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m gptlib", description="Train, sample and evaluate the course's GPT.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -287,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory for the checkpoint")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument("--data", help="a UTF-8 text file to train on (default: Tiny Shakespeare)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_train)
@@ -307,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("eval", help="print a checkpoint's full validation loss")
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
+    p.add_argument("--data", help="text file (default: the one the checkpoint was trained on)")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_eval)
 

@@ -195,9 +195,34 @@ def get_batch(
     return x.to(device), y.to(device)
 
 
-def load_dataset(train_fraction: float = 0.9):
-    """Everything later chapters start from: ``(text, tokenizer, train, val)``."""
-    text = load_shakespeare()
+def load_text(path) -> str:
+    """Another training text, from a file: UTF-8, not empty, two or more distinct characters."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no data file at {path}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte {error.start} is {raw[error.start:error.start + 1]!r}); "
+            f"save it as UTF-8"
+        ) from None
+    if not text:
+        raise DataError(f"{path} is empty: a language model needs text to learn from")
+    if len(set(text)) < 2:
+        raise DataError(
+            f"{path} has a single distinct character ({text[0]!r}): there is nothing to predict"
+        )
+    return text
+
+
+def load_dataset(train_fraction: float = 0.9, path=None):
+    """Everything later chapters start from: ``(text, tokenizer, train, val)``.
+
+    Tiny Shakespeare unless ``path`` names another text file.
+    """
+    text = load_shakespeare() if path is None else load_text(path)
     tokenizer = CharTokenizer(text)
     data = torch.tensor(tokenizer.encode(text), dtype=torch.long)
     train, val = train_val_split(data, train_fraction)

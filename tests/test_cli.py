@@ -226,3 +226,55 @@ def test_a_second_interrupt_quits_at_once_and_leaves_a_whole_checkpoint(tmp_path
 def test_training_past_the_end_of_a_run_is_refused(run, capsys):
     assert main(["train", "--out", str(run), "--resume"]) == 2
     assert "already at step 6" in capsys.readouterr().err
+
+
+# --- other texts, and bad data ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty"),
+    (b"aaaaaaaaaa", "single distinct character ('a')"),
+    (b"caf\xe9 au lait", "is not UTF-8 text (byte 3"),
+])
+def test_a_bad_data_file_is_one_line_and_changes_nothing(tmp_path, capsys, content, message):
+    data = tmp_path / "text.txt"
+    data.write_bytes(content)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--data", str(data), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_corpus_that_fails_its_checksum_is_refused(tmp_path, monkeypatch, capsys):
+    (tmp_path / "tinyshakespeare.txt").write_text("To be, or not to be")
+    monkeypatch.setenv("GPTLIB_DATA_DIR", str(tmp_path))
+    assert main(["train", "--out", str(tmp_path / "run"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "is not Tiny Shakespeare" in err and "delete it" in err and err.count("\n") == 1
+
+
+def test_train_and_eval_on_another_text(tmp_path, capsys):
+    data = tmp_path / "sonnet.txt"
+    data.write_text("Shall I compare thee to a summer's day?\n" * 40)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--data", str(data), *TINY]) == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt.data_path == str(data.resolve()) and ckpt.tokenizer.vocab_size == len(set(data.read_text()))
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out)]) == 0  # evaluates on the same text
+    float(last_line(capsys.readouterr().out))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--preset", "tiny", "--out", "x"], "invalid choice: 'tiny'"),
+    (["sample"], "the following arguments are required: --checkpoint"),
+    (["fly"], "invalid choice: 'fly'"),
+    (["sample", "--checkpoint", "x", "--tokens", "ten"], "invalid int value: 'ten'"),
+])
+def test_argument_mistakes_are_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("error: ")
