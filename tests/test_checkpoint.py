@@ -152,3 +152,18 @@ def test_a_save_killed_half_way_leaves_the_previous_checkpoint_whole(tmp_path):
     process.kill()
     process.wait(timeout=30)
     assert load_checkpoint(tmp_path).step == 1  # the earlier save, intact
+
+
+def test_weights_that_do_not_fit_their_config_are_refused(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    model, *_ = trained(steps=10)
+    path = save_checkpoint(tmp_path, model, TOKENIZER)
+    with safe_open(path, framework="pt") as f:
+        metadata = f.metadata()
+    config = json.loads(metadata["model_config"])
+    metadata["model_config"] = json.dumps({**config, "n_embd": 32})
+    save_file(load_file(path), path, metadata=metadata)
+    with pytest.raises(CheckpointError, match="does not match its config"):
+        load_checkpoint(tmp_path)
