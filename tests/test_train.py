@@ -102,3 +102,21 @@ def test_training_learns_a_simple_pattern_and_records_history():
     assert len(history["loss"]) == len(history["lr"]) == 150
     assert history["val_loss"][-1] < 0.05
     assert full_loss(model, data[:200]) < 0.1
+
+
+def test_an_interrupted_training_keeps_what_it_learned():
+    # In a notebook, pressing stop raises KeyboardInterrupt inside train(); the model
+    # object must hold the weights of the steps that finished.
+    data = torch.arange(2000) % 7
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(batch_size=8, max_iters=1000, learning_rate=1e-2, min_lr=1e-3,
+                         warmup_iters=10, lr_decay_iters=1000, eval_interval=40, eval_iters=2)
+
+    def interrupt(step, history):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(model, data, data, config, progress=False, on_eval=interrupt)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert full_loss(model, data[:200]) < math.log(7) - 0.5  # 40 steps already help a lot
