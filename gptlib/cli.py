@@ -134,7 +134,7 @@ def cmd_train(args, extra: list[str]) -> int:
 
     ckpt = load_checkpoint(out, device=device) if args.resume else None
     data_path = args.data or (ckpt.data_path if ckpt else None)
-    text, tokenizer, train_data, val_data = load_dataset(path=data_path)
+    _, tokenizer, train_data, val_data = load_dataset(path=data_path)
     if args.resume:
         if ckpt.tokenizer.vocab != tokenizer.vocab:
             raise UsageError(f"the checkpoint in {out} was trained on another vocabulary")
@@ -201,8 +201,6 @@ def cmd_train(args, extra: list[str]) -> int:
 
 
 def cmd_sample(args, extra: list[str]) -> int:
-    if extra:
-        raise UsageError(f"unknown option {extra[0]}; see 'python -m gptlib sample --help'")
     if args.tokens <= 0:
         raise UsageError(f"--tokens must be a positive number of characters, got {args.tokens}")
     if args.prompt == "":
@@ -242,8 +240,6 @@ def cmd_sample(args, extra: list[str]) -> int:
 
 
 def cmd_eval(args, extra: list[str]) -> int:
-    if extra:
-        raise UsageError(f"unknown option {extra[0]}; see 'python -m gptlib eval --help'")
     device = pick_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device=device)
     _, tokenizer, _, val_data = load_dataset(path=args.data or ckpt.data_path)
@@ -258,8 +254,6 @@ def cmd_eval(args, extra: list[str]) -> int:
 
 
 def cmd_presets(args, extra: list[str]) -> int:
-    if extra:
-        raise UsageError(f"unknown option {extra[0]}")
     for name in PRESETS:
         model_config, train_config = get_preset(name)
         n = GPT(model_config).num_parameters()
@@ -330,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
+        if extra and args.run is not cmd_train:  # only train takes --name value settings
+            raise UsageError(f"unknown option {extra[0]}; "
+                             f"see 'python -m gptlib {args.command} --help'")
         return args.run(args, extra)
     except (UsageError, ValueError, DataError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -6,7 +6,6 @@ estimate and the full validation loss), a progress bar, and checkpoints.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, fields
 
 import torch
