@@ -20,6 +20,15 @@ def check_sampling(vocab_size: int, temperature: float = 1.0, top_k=None, top_p=
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
+def check_window_shift(block_size: int, window_shift: int | None = None) -> int:
+    """The window shift to use (default: half a block); ValueError if impossible."""
+    shift = max(1, block_size // 2) if window_shift is None else window_shift
+    if isinstance(shift, bool) or not isinstance(shift, int) or not 1 <= shift <= block_size:
+        raise ValueError(f"window_shift must be a whole number from 1 to block_size "
+                         f"({block_size}), got {window_shift!r}")
+    return shift
+
+
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k=None, top_p=None):
     """Reshape a distribution before drawing from it. ``logits``: (B, vocab_size).
 
@@ -59,31 +68,45 @@ def stream(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    window_shift: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield ``max_new_tokens`` new tokens, each of shape (B, 1), as they are drawn.
 
-    Without the cache, every step runs the model on the whole context (its last
-    ``block_size`` tokens). With it, the first step runs the model on the prompt
-    and keeps every layer's keys and values; each later step feeds only the newest
-    token. Both give the same logits. Once the context is longer than
-    ``block_size``, the window moves by one at every step and, since positions are
-    absolute, every kept key and value changes with it: the cache is rebuilt from
-    the window at each step, which is exact but no faster than no cache.
+    The model reads a window of at most ``block_size`` tokens. When a new token
+    would overflow it, the window moves on by ``window_shift`` tokens at once
+    (default ``block_size // 2``); a prompt longer than the block starts it at
+    the prompt's last ``block_size`` tokens.
+
+    Without the cache, every step runs the model on the whole window. With it,
+    the first step after the window starts or moves runs the model on the window
+    and keeps every layer's keys and values; each later step feeds only the
+    newest token. Both read the same tokens at the same positions, so they give
+    the same logits and the same text. Why the window jumps instead of sliding by
+    one: positions are absolute, so when the window moves every kept key and
+    value changes and the cache must be rebuilt. ``window_shift=1`` is the
+    classic sliding window, rebuilt at every step once the block is full (exact,
+    and no faster than no cache); half a block rebuilds once per
+    ``block_size // 2`` tokens.
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     block_size = model.config.block_size
+    shift = check_window_shift(block_size, window_shift)
     check_sampling(model.config.vocab_size, temperature, top_k, top_p)
     was_training = model.training
     model.eval()
     try:
+        start = max(0, idx.shape[1] - block_size)  # where the window begins
         cache = None
         for _ in range(max_new_tokens):
+            if idx.shape[1] - start > block_size:  # full: move the window on
+                start += shift
+                cache = None
             if not use_cache:
-                logits, _ = model(idx[:, -block_size:])
-            elif cache is None or cache[0]["k"].shape[2] == block_size:
-                cache = [{} for _ in model.blocks]  # (re)build from the whole window
-                logits, _ = model(idx[:, -block_size:], cache=cache)
+                logits, _ = model(idx[:, start:])
+            elif cache is None:  # (re)build the cache from the whole window
+                cache = [{} for _ in model.blocks]
+                logits, _ = model(idx[:, start:], cache=cache)
             else:
                 logits, _ = model(idx[:, -1:], cache=cache)  # only the newest token
             next_idx = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)

@@ -69,6 +69,62 @@ def test_the_kv_cache_writes_exactly_the_tokens_of_the_uncached_model(model, kwa
     assert torch.equal(cached, uncached)
 
 
+@pytest.mark.parametrize("window_shift", [1, 5, 8, 16])
+def test_the_cache_and_no_cache_agree_for_every_window_shift(model, window_shift):
+    idx = torch.tensor([[1, 2, 3]])
+    runs = [generate(model, idx, 50, generator=torch.Generator().manual_seed(1),
+                     window_shift=window_shift, use_cache=use_cache) for use_cache in (True, False)]
+    assert torch.equal(*runs)
+
+
+class Recorder:
+    """Wraps a model and records how many tokens each call feeds it, and from where."""
+
+    def __init__(self, model):
+        self.model, self.config, self.blocks, self.calls = model, model.config, model.blocks, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, idx, cache=None):
+        offset = cache[0]["k"].shape[2] if cache and "k" in cache[0] else 0
+        self.calls.append((offset, idx.shape[1]))
+        return self.model(idx, cache=cache)
+
+
+def test_the_window_jumps_by_window_shift_when_full(model):
+    # block_size 16, shift 8, a 3-token prompt, 30 new tokens. The 30th token is
+    # drawn after a context of 32 tokens, so the window moves twice.
+    recorder = Recorder(model)
+    list(stream(recorder, torch.tensor([[1, 2, 3]]), 30, window_shift=8, use_cache=False))
+    lengths = [n for _, n in recorder.calls]
+    assert lengths == list(range(3, 17)) + list(range(9, 17)) + list(range(9, 17))
+    recorder.calls.clear()
+    list(stream(recorder, torch.tensor([[1, 2, 3]]), 30, window_shift=8))
+    # With the cache: prime with the window, then one token at a time after it.
+    assert recorder.calls == ([(0, 3)] + [(t, 1) for t in range(3, 16)]
+                              + [(0, 9)] + [(t, 1) for t in range(9, 16)]
+                              + [(0, 9)] + [(t, 1) for t in range(9, 16)])
+
+
+def test_window_shift_one_is_the_classic_sliding_window(model):
+    idx = torch.tensor([[1, 2, 3]])
+    ours = generate(model, idx, 40, generator=torch.Generator().manual_seed(2), window_shift=1)
+    classic, gen = idx, torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for _ in range(40):
+            logits = model(classic[:, -16:])[0][:, -1, :]
+            probs = torch.softmax(logits, dim=-1)
+            classic = torch.cat([classic, torch.multinomial(probs, 1, generator=gen)], dim=1)
+    assert torch.equal(ours, classic)
+
+
+@pytest.mark.parametrize("window_shift", [0, -1, 17, 2.5, True])
+def test_an_impossible_window_shift_is_refused(model, window_shift):
+    with pytest.raises(ValueError, match="window_shift must be a whole number from 1 to block_size"):
+        next(stream(model, torch.zeros(1, 1, dtype=torch.long), 1, window_shift=window_shift))
+
+
 def test_a_prompt_longer_than_the_block_is_cropped(model):
     idx = torch.randint(12, (1, 30))
     out = generate(model, idx, 5, generator=torch.Generator().manual_seed(0))
