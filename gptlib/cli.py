@@ -21,10 +21,11 @@ from tqdm import tqdm
 
 from gptlib.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from gptlib.data import DataError, load_dataset
+from gptlib.distributed import end_processes, from_environment, init_processes
 from gptlib.model import GPT, GPTConfig
 from gptlib.presets import PRESETS, get_preset
-from gptlib.sample import check_sampling, stream_text
-from gptlib.train import TrainConfig, configure_optimizer, full_loss, train
+from gptlib.sample import check_sampling, check_window_shift, stream_text
+from gptlib.train import TrainConfig, autocast_dtype, configure_optimizer, full_loss, train
 
 # Settings that --key value may override: every field of both configs but the vocabulary.
 SETTINGS = {f.name: f.type for f in fields(GPTConfig) if f.name != "vocab_size"}
@@ -123,7 +124,11 @@ def cmd_train(args, extra: list[str]) -> int:
     overrides = parse_overrides(extra)
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pick one")
+    distributed = from_environment()
     device = pick_device(args.device)
+    if distributed.enabled and device.type == "cuda":
+        device = torch.device("cuda", distributed.local_rank)  # one GPU per process
+    dtype = autocast_dtype(device, args.precision)
     out = Path(args.out)
     existing = checkpoint_path(out)
     if existing.exists() and not (args.resume or args.overwrite):
@@ -152,7 +157,6 @@ def cmd_train(args, extra: list[str]) -> int:
         if ckpt.rng_state:
             ckpt.restore_rng()  # dropout continues with the same random numbers
         start_step, history = ckpt.step, ckpt.history
-        print(f"resuming {out} at step {start_step} of {train_config.max_iters}")
     else:
         model_config, train_config = get_preset(args.preset, tokenizer.vocab_size, **overrides)
         torch.manual_seed(train_config.seed)
@@ -160,40 +164,64 @@ def cmd_train(args, extra: list[str]) -> int:
         optimizer = configure_optimizer(model, train_config, device.type)
         generator = torch.Generator().manual_seed(train_config.seed)
         start_step, history = 0, None
-    print(f"{model.num_parameters() / 1e6:.2f}M parameters on {device}: {model_config}")
-    print(f"{train_config}")
+    distributed.shard(train_config.batch_size)  # refuse a batch that does not split evenly
+    if start_step >= train_config.max_iters:
+        raise UsageError(f"the run in {out} is already at step {start_step}; to train longer, "
+                         f"resume with a larger --max_iters (and --lr_decay_iters)")
+
+    # From here on, with torchrun, every process trains and process 0 alone writes.
+    main = distributed.is_main
+    say = print if main else (lambda *args, **kwargs: None)
+    if args.resume:
+        say(f"resuming {out} at step {start_step} of {train_config.max_iters}")
+    say(f"{model.num_parameters() / 1e6:.2f}M parameters on {device}: {model_config}")
+    say(f"{train_config}")
+    if distributed.enabled:
+        say(f"{distributed.world_size} processes, {train_config.batch_size // distributed.world_size}"
+            f" of the {train_config.batch_size} rows of each batch apiece")
+    if dtype != torch.float32:
+        say(f"forward passes autocast to {str(dtype).removeprefix('torch.')}")
+    if args.compile:
+        say("training through torch.compile (the first steps wait for it to compile)")
 
     def save(step, history):
-        save_checkpoint(out, model, tokenizer, train_config=train_config, optimizer=optimizer,
-                        step=step, generator=generator, history=history, data_path=data_path)
+        if main:
+            save_checkpoint(out, model, tokenizer, train_config=train_config, optimizer=optimizer,
+                            step=step, generator=generator, history=history, data_path=data_path)
 
     def on_eval(step, history):
         save(step, history)
         tqdm.write(f"step {step}: train {history['train_loss'][-1]:.4f}, "
                    f"val {history['val_loss'][-1]:.4f} (estimates); checkpoint saved")
 
-    if start_step >= train_config.max_iters:
-        raise UsageError(f"the run in {out} is already at step {start_step}; to train longer, "
-                         f"resume with a larger --max_iters (and --lr_decay_iters)")
     stop = StopRequest()
     started = time.perf_counter()
-    with stop.installed():
-        history = train(model, train_data, val_data, train_config, optimizer=optimizer,
-                        start_step=start_step, generator=generator, history=history,
-                        on_eval=on_eval, progress=not args.quiet, should_stop=stop)
-        train_seconds = time.perf_counter() - started
-        step = history["step"][-1] if history["step"] else start_step
-        if stop.signal:
-            if step not in history["eval_step"]:  # not already saved at this step
-                save(step, history)
-            print(f"{stop.signal}: stopped after step {step} of {train_config.max_iters}; "
-                  f"checkpoint saved in {out}. To continue: python -m gptlib train "
-                  f"--out {out} --resume", file=sys.stderr)
-            return 130
-    val = full_loss(model, val_data)
-    print(f"trained to step {train_config.max_iters} in {train_seconds:.1f} s; checkpoint: "
-          f"{checkpoint_path(out)}")
-    print(f"full validation loss: {val:.4f}")
+    init_processes(distributed, device)
+    if distributed.enabled:
+        torch.manual_seed(train_config.seed + start_step + distributed.rank)  # own dropout masks
+    try:
+        with stop.installed():
+            history = train(model, train_data, val_data, train_config, optimizer=optimizer,
+                            start_step=start_step, generator=generator, history=history,
+                            on_eval=on_eval, progress=not args.quiet, should_stop=stop,
+                            dtype=dtype, compile=args.compile, distributed=distributed)
+    finally:
+        end_processes(distributed)
+    train_seconds = time.perf_counter() - started
+    step = history["step"][-1] if history["step"] else start_step
+    if step < train_config.max_iters:  # stopped by a signal
+        if step not in history["eval_step"]:  # not already saved at this step
+            save(step, history)
+        if main:
+            print(f"{stop.signal or 'a signal'}: stopped after step {step} of "
+                  f"{train_config.max_iters}; checkpoint saved in {out}. To continue: "
+                  f"python -m gptlib train --out {out} --resume", file=sys.stderr)
+        return 130
+    if main:
+        val = full_loss(model, val_data)
+        print(f"trained to step {train_config.max_iters} in {train_seconds:.1f} s; checkpoint: "
+              f"{checkpoint_path(out)}")
+        print(f"full validation loss: {val:.4f}")
     return 0
 
 
@@ -209,6 +237,7 @@ def cmd_sample(args, extra: list[str]) -> int:
     ckpt = load_checkpoint(args.checkpoint, device=device)
     model, tokenizer = ckpt.model, ckpt.tokenizer
     check_sampling(tokenizer.vocab_size, args.temperature, args.top_k, args.top_p)
+    check_window_shift(model.config.block_size, args.window_shift)
     prompt = args.prompt
     unknown = sorted({ch for ch in prompt if ch not in tokenizer.stoi})
     if unknown:
@@ -229,7 +258,7 @@ def cmd_sample(args, extra: list[str]) -> int:
     sys.stdout.flush()
     for ch in stream_text(model, tokenizer, prompt, args.tokens, temperature=args.temperature,
                           top_k=args.top_k, top_p=args.top_p, generator=generator,
-                          use_cache=not args.no_cache):
+                          use_cache=not args.no_cache, window_shift=args.window_shift):
         sys.stdout.write(ch)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -293,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="a UTF-8 text file to train on (default: Tiny Shakespeare)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--precision", default="auto",
+                   choices=["auto", "float32", "bfloat16", "float16"],
+                   help="autocast the forward pass; auto: bfloat16 (or float16) on a CUDA GPU, "
+                        "float32 elsewhere")
+    p.add_argument("--compile", action="store_true", help="train through torch.compile")
     p.set_defaults(run=cmd_train)
 
     p = commands.add_parser("sample", help="write text with a trained GPT")
@@ -304,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None, help="nucleus: keep the top mass p")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--no-cache", action="store_true", help="recompute the context every step")
+    p.add_argument("--window-shift", type=int, default=None,
+                   help="how far the context window jumps once full (default: half a block; "
+                        "1 slides it by one character)")
     p.add_argument("--drop-unknown", action="store_true",
                    help="leave out prompt characters outside the vocabulary")
     p.add_argument("--device", default="auto")

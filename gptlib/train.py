@@ -10,8 +10,10 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from gptlib.data import get_batch
+from gptlib.distributed import Distributed
 
 
 @dataclass
@@ -75,11 +77,12 @@ def configure_optimizer(model, config: TrainConfig, device_type: str = "cpu"):
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+    # The fused kernel does the update of every tensor in one pass (CPU and CUDA).
     return torch.optim.AdamW(
         groups,
         lr=config.learning_rate,
         betas=(config.beta1, config.beta2),
-        fused=device_type == "cuda",
+        fused=device_type in ("cpu", "cuda"),
     )
 
 
@@ -141,6 +144,25 @@ def full_loss(model, data: torch.Tensor, batch_size: int = 64) -> float:
     return total / n_targets
 
 
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The dtype the matrix products run in: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+
+    ``auto`` is bfloat16 on a GPU that has it (every NVIDIA GPU since the A100),
+    float16 on an older one, and float32 elsewhere. The weights and the optimizer
+    always stay float32; autocast only runs the products in the smaller type.
+    """
+    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if precision == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision not in choices:
+        raise ValueError(f"unknown precision {precision!r}; use auto, {', '.join(choices)}")
+    if precision == "float16" and device.type != "cuda":
+        raise ValueError("float16 training needs a CUDA GPU; use bfloat16 or float32 here")
+    return choices[precision]
+
+
 def train(
     model,
     train_data: torch.Tensor,
@@ -154,6 +176,9 @@ def train(
     on_eval=None,
     progress: bool = True,
     should_stop=None,
+    dtype: torch.dtype = torch.float32,
+    compile: bool = False,
+    distributed: Distributed | None = None,
 ) -> dict:
     """Train ``model`` in place from ``start_step`` to ``config.max_iters``; return the history.
 
@@ -168,47 +193,69 @@ def train(
     every step; when it says yes, training ends there (the command line's Ctrl-C
     handling uses it to save a checkpoint). Interrupting a notebook cell leaves
     the model with the weights of the last finished step.
+
+    For speed on a GPU: ``dtype`` bfloat16 or float16 runs the forward pass under
+    autocast (float16 with a gradient scaler, whose range is too small for
+    gradients otherwise); ``compile`` trains through ``torch.compile(model)``.
+    ``distributed`` (see ``gptlib.distributed``): each process draws the same
+    global batch of ``batch_size`` rows and trains on its share; DDP averages the
+    gradients; only process 0 evaluates, reports and calls ``on_eval``.
     """
     # The plain text bar: live in a terminal and in a notebook, and what a saved
     # notebook shows is the final state (tqdm's widget bar saves its first state).
     from tqdm import tqdm
 
     device = next(model.parameters()).device
+    distributed = distributed or Distributed()
+    rows = distributed.shard(config.batch_size)
     optimizer = optimizer or configure_optimizer(model, config, device.type)
     generator = generator or torch.Generator().manual_seed(config.seed)
     history = history or {"step": [], "loss": [], "lr": [], "eval_step": [],
                           "train_loss": [], "val_loss": []}
     block_size = model.config.block_size
+    net = torch.compile(model) if compile else model  # what the training steps run through
+    if distributed.enabled:
+        net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     model.train()
     bar = tqdm(range(start_step, config.max_iters), initial=start_step, total=config.max_iters,
-               disable=not progress, unit="step")
+               disable=not progress or not distributed.is_main, unit="step")
     for step in bar:
         lr = learning_rate_at(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = get_batch(train_data, config.batch_size, block_size, device, generator)
-        _, loss = model(x, y)
+        with autocast:
+            _, loss = net(x[rows], y[rows])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if config.grad_clip > 0:
+            scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
+        # One number per process for the log, and whether any process was asked to stop.
+        stop_requested = should_stop is not None and should_stop()
+        mean_loss, stops = distributed.mean([loss.item(), float(stop_requested)], device)
         history["step"].append(step + 1)
-        history["loss"].append(loss.item())
+        history["loss"].append(mean_loss)
         history["lr"].append(lr)
-        if (step + 1) % config.eval_interval == 0 or step + 1 == config.max_iters:
+        evaluate = (step + 1) % config.eval_interval == 0 or step + 1 == config.max_iters
+        if evaluate and distributed.is_main:
             # The same batches at every evaluation, so that the estimates compare.
             batches = torch.Generator().manual_seed(config.seed + 1)
             history["eval_step"].append(step + 1)
-            history["train_loss"].append(
-                estimate_loss(model, train_data, config.batch_size, config.eval_iters, batches))
-            history["val_loss"].append(
-                estimate_loss(model, val_data, config.batch_size, config.eval_iters, batches))
+            with autocast:
+                history["train_loss"].append(
+                    estimate_loss(model, train_data, config.batch_size, config.eval_iters, batches))
+                history["val_loss"].append(
+                    estimate_loss(model, val_data, config.batch_size, config.eval_iters, batches))
             bar.set_postfix(train=f"{history['train_loss'][-1]:.3f}",
                             val=f"{history['val_loss'][-1]:.3f}")
             if on_eval is not None:
                 on_eval(step + 1, history)
-        if should_stop is not None and should_stop():
+        if stops > 0:
             break
     bar.close()
     return history

@@ -93,11 +93,14 @@ def test_a_long_prompt_is_cropped_with_a_note(run, capsys):
     (["--top-k", "66"], "top_k must be between 1"),
     (["--top-p", "1.5"], r"top_p must be in (0, 1]"),
     (["--top-p", "0"], r"top_p must be in (0, 1]"),
+    (["--window-shift", "0"], "window_shift must be a whole number from 1 to block_size (16)"),
+    (["--window-shift", "17"], "window_shift must be a whole number from 1 to block_size (16)"),
 ])
 def test_bad_sampling_input_is_one_line_and_exit_2(run, capsys, args, message):
     assert main(["sample", "--checkpoint", str(run), *args]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.err.count("\n") == 1
+    assert "Traceback" not in captured.err and captured.out == ""  # not even the prompt
 
 
 @pytest.mark.parametrize("args, message", [
@@ -107,6 +110,7 @@ def test_bad_sampling_input_is_one_line_and_exit_2(run, capsys, args, message):
     (["--learning_rate", "0"], "learning_rate must be > 0"),
     (["--n_layer", "-1"], "n_layer must be a positive"),
     (["--batch_size", "two"], "--batch_size takes a number"),
+    (["--precision", "float16", "--device", "cpu"], "float16 training needs a CUDA GPU"),
 ])
 def test_bad_training_input_is_one_line_and_changes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "run"
