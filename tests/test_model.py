@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gptlib.attention import MultiHeadAttention
 from gptlib.model import GPT, Block, FeedForward, GPTConfig
@@ -125,3 +126,26 @@ def test_dropout_is_active_only_in_training():
     assert not torch.equal(model(idx)[0], model(idx)[0])
     model.eval()
     assert torch.equal(model(idx)[0], model(idx)[0])
+
+
+def test_training_takes_the_fused_attention_kernel_and_weights_take_the_explicit_path(monkeypatch):
+    # Flash attention on a GPU needs scaled_dot_product_attention with is_causal and no
+    # mask tensor; the explicit path (mask, softmax, weights) is only for return_attention.
+    calls = []
+    original = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16,
+                          dropout=0.1))
+    idx = torch.randint(11, (2, 8))
+    model(idx, idx)
+    assert len(calls) == 2
+    assert all(c["is_causal"] and c["attn_mask"] is None and c["dropout_p"] == 0.1 for c in calls)
+    calls.clear()
+    model(idx, return_attention=True)
+    assert calls == []

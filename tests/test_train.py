@@ -1,4 +1,5 @@
 import math
+import shutil
 
 import pytest
 import torch
@@ -120,3 +121,42 @@ def test_an_interrupted_training_keeps_what_it_learned():
         train(model, data, data, config, progress=False, on_eval=interrupt)
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert full_loss(model, data[:200]) < math.log(7) - 0.5  # 40 steps already help a lot
+
+
+# --- precision and torch.compile ----------------------------------------------------------
+
+
+def test_precision_auto_is_float32_off_cuda_and_bad_choices_are_refused():
+    from gptlib.train import autocast_dtype
+
+    assert autocast_dtype(torch.device("cpu")) == torch.float32
+    assert autocast_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16
+    with pytest.raises(ValueError, match="float16 training needs a CUDA GPU"):
+        autocast_dtype(torch.device("cpu"), "float16")
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        autocast_dtype(torch.device("cpu"), "half")
+
+
+PATTERN_CONFIG = TrainConfig(batch_size=8, max_iters=60, learning_rate=1e-2, min_lr=1e-3,
+                             warmup_iters=10, lr_decay_iters=60, eval_interval=60, eval_iters=2)
+
+
+def test_bfloat16_autocast_trains_like_float32():
+    data = torch.arange(2000) % 7
+    runs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = tiny_model()
+        runs[dtype] = train(model, data, data, PATTERN_CONFIG, progress=False, dtype=dtype)
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
+    f32, bf16 = runs[torch.float32]["loss"], runs[torch.bfloat16]["loss"]
+    assert bf16[-1] < 0.5 * bf16[0]  # it learns
+    assert max(abs(a - b) for a, b in zip(f32, bf16)) < 0.05  # bf16 keeps about 3 digits
+
+
+@pytest.mark.skipif(not any(map(shutil.which, ("cc", "gcc", "clang"))),
+                    reason="torch.compile on the CPU needs a C compiler")
+def test_compiled_training_takes_the_same_steps():
+    data = torch.arange(2000) % 7
+    eager = train(tiny_model(), data, data, PATTERN_CONFIG, progress=False)
+    compiled = train(tiny_model(), data, data, PATTERN_CONFIG, progress=False, compile=True)
+    assert max(abs(a - b) for a, b in zip(eager["loss"], compiled["loss"])) < 1e-3
