@@ -8,8 +8,10 @@ within LOSS_TOLERANCE (measured: about 1e-6).
 """
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -76,3 +78,31 @@ def test_each_process_takes_an_equal_share_of_the_batch():
 
 def test_one_process_means_are_the_values_themselves():
     assert Distributed().mean([1.5, 0.0], "cpu") == [1.5, 0.0]
+
+
+def test_ctrl_c_stops_every_process_at_the_same_step_and_the_run_resumes(tmp_path):
+    # torchrun passes the signal on to its workers; they must agree on the step to stop
+    # at (or the others would wait for ever in the next gradient exchange), and process
+    # 0 must save. torchrun itself then reports the signal and exits non-zero.
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "-m", "gptlib", "train", "--out", str(out), *SETTINGS]
+    long_run = ["--max_iters", "1000000", "--lr_decay_iters", "1000000", "--eval_interval", "20"]
+    process = subprocess.Popen(command + long_run, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.safetensors").exists():
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert stderr.count("stopped after step") == 1  # said once, by process 0
+    step = history_of(out)["step"][-1]
+    assert 20 <= step < 1_000_000 and f"stopped after step {step} " in stderr
+    resumed = subprocess.run(command + ["--resume", "--max_iters", str(step + 4)],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert history_of(out)["step"] == list(range(1, step + 5))
