@@ -1,6 +1,11 @@
 """Time to quality on this machine: the `cpu` preset against `classic-cpu`, same run.
 
-    .venv/bin/python benchmarks/train_speed.py [--presets cpu classic-cpu]
+    .venv/bin/python benchmarks/train_speed.py [--presets cpu classic-cpu] [--train-args ...]
+
+On a GPU, the `gpu` preset's time to quality, end to end (`--train-args` are
+passed on to every `train`, e.g. `--compile`):
+
+    python benchmarks/train_speed.py --presets gpu --train-args="--compile"
 
 Each preset is trained by the real command line in a fresh process
 (`python -m gptlib train --preset NAME --out TMP --quiet`), timed whole-process
@@ -32,15 +37,18 @@ def run(command: list[str]) -> tuple[float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["cpu", "classic-cpu"])
+    parser.add_argument("--train-args", default="",
+                        help="more words for every train command, e.g. --train-args=\"--compile\"")
     args = parser.parse_args()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA GPU"
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
-          f"threads, torch {torch.__version__}")
+          f"threads, {gpu}, torch {torch.__version__}")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.presets:
             out = Path(tmp) / name
             seconds, _ = run([sys.executable, "-m", "gptlib", "train", "--preset", name,
-                              "--out", str(out), "--quiet"])
+                              "--out", str(out), "--quiet", *args.train_args.split()])
             _, printed = run([sys.executable, "-m", "gptlib", "eval", "--checkpoint", str(out)])
             results[name] = (seconds, float(printed.strip().splitlines()[-1]))
             print(f"{name:12}  wall {seconds:7.1f} s   full validation loss {results[name][1]:.4f}",

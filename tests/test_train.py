@@ -153,6 +153,29 @@ def test_bfloat16_autocast_trains_like_float32():
     assert max(abs(a - b) for a, b in zip(f32, bf16)) < 0.05  # bf16 keeps about 3 digits
 
 
+def test_float16_with_its_gradient_scaler_trains_like_float32(monkeypatch):
+    # The command line allows float16 on CUDA only, but the same code runs on the CPU.
+    # The scaler multiplies the loss by 65536 before backward; clipping must see the
+    # true gradient, unscaled first (AdamW itself would hide the mistake: its update
+    # does not change when every gradient is multiplied by the same number).
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(*args, **kwargs):
+        norms.append(clip(*args, **kwargs).item())
+        return norms[-1]
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    data = torch.arange(2000) % 7
+    f32 = train(tiny_model(), data, data, PATTERN_CONFIG, progress=False)["loss"]
+    f32_norms, norms[:] = norms[:], []
+    f16 = train(tiny_model(), data, data, PATTERN_CONFIG, progress=False,
+                dtype=torch.float16)["loss"]
+    assert f16[-1] < 0.1 * f16[0]
+    assert max(abs(a - b) for a, b in zip(f32, f16)) < 0.05
+    assert max(abs(a - b) / a for a, b in zip(f32_norms[:10], norms[:10])) < 0.05
+
+
 @pytest.mark.skipif(not any(map(shutil.which, ("cc", "gcc", "clang"))),
                     reason="torch.compile on the CPU needs a C compiler")
 def test_compiled_training_takes_the_same_steps():
