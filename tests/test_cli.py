@@ -188,16 +188,8 @@ def start_training(out, *extra):
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_checkpoint(out, process, timeout=120):
-    deadline = time.time() + timeout
-    while not (out / FILENAME).exists():
-        assert process.poll() is None, process.communicate()
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.2)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig):
+def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig, wait_for_checkpoint):
     out = tmp_path / "run"
     process = start_training(out)
     wait_for_checkpoint(out, process)
@@ -215,7 +207,8 @@ def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig):
     assert process.returncode == 0 and load_checkpoint(out).step == ckpt.step + 3
 
 
-def test_a_second_interrupt_quits_at_once_and_leaves_a_whole_checkpoint(tmp_path):
+def test_a_second_interrupt_quits_at_once_and_leaves_a_whole_checkpoint(tmp_path,
+                                                                       wait_for_checkpoint):
     out = tmp_path / "run"
     process = start_training(out)
     wait_for_checkpoint(out, process)

@@ -7,7 +7,6 @@ run. Only the order of the floating-point sums differs, so the losses agree to
 within LOSS_TOLERANCE (measured: about 1e-6).
 """
 
-import json
 import signal
 import subprocess
 import sys
@@ -15,8 +14,8 @@ import time
 
 import pytest
 import torch
-from safetensors import safe_open
 
+from gptlib.checkpoint import load_checkpoint
 from gptlib.distributed import Distributed
 
 LOSS_TOLERANCE = 1e-4
@@ -24,16 +23,6 @@ SETTINGS = ["--device", "cpu", "--quiet", "--n_layer", "2", "--n_head", "2", "--
             "--block_size", "16", "--batch_size", "8", "--max_iters", "30",
             "--lr_decay_iters", "30", "--warmup_iters", "5", "--eval_interval", "15",
             "--eval_iters", "2"]
-
-
-def history_of(run_dir):
-    with safe_open(str(run_dir / "checkpoint.safetensors"), "pt") as f:
-        return json.loads(f.metadata()["history"])
-
-
-def weights_of(run_dir):
-    with safe_open(str(run_dir / "checkpoint.safetensors"), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +41,13 @@ def runs(tmp_path_factory):
 
 def test_two_processes_train_like_one_with_the_same_global_batch(runs):
     root, _, _ = runs
-    two, one = history_of(root / "two"), history_of(root / "one")
-    assert two["step"] == one["step"] == list(range(1, 31))
-    assert max(abs(a - b) for a, b in zip(two["loss"], one["loss"])) < LOSS_TOLERANCE
-    assert one["loss"][-1] < one["loss"][0] - 0.5  # it did learn something
-    for name, weight in weights_of(root / "one").items():
-        torch.testing.assert_close(weights_of(root / "two")[name], weight, atol=1e-4, rtol=1e-3)
+    two, one = load_checkpoint(root / "two"), load_checkpoint(root / "one")
+    assert two.history["step"] == one.history["step"] == list(range(1, 31))
+    assert max(abs(a - b) for a, b in zip(two.history["loss"], one.history["loss"])) < LOSS_TOLERANCE
+    assert one.history["loss"][-1] < one.history["loss"][0] - 0.5  # it did learn something
+    two_weights = two.model.state_dict()
+    for name, weight in one.model.state_dict().items():
+        torch.testing.assert_close(two_weights[name], weight, atol=1e-4, rtol=1e-3)
 
 
 def test_only_process_zero_writes_and_reports(runs):
@@ -80,7 +70,8 @@ def test_one_process_means_are_the_values_themselves():
     assert Distributed().mean([1.5, 0.0], "cpu") == [1.5, 0.0]
 
 
-def test_ctrl_c_stops_every_process_at_the_same_step_and_the_run_resumes(tmp_path):
+def test_ctrl_c_stops_every_process_at_the_same_step_and_the_run_resumes(tmp_path,
+                                                                        wait_for_checkpoint):
     # torchrun passes the signal on to its workers; they must agree on the step to stop
     # at (or the others would wait for ever in the next gradient exchange), and process
     # 0 must save. torchrun itself then reports the signal and exits non-zero.
@@ -90,19 +81,15 @@ def test_ctrl_c_stops_every_process_at_the_same_step_and_the_run_resumes(tmp_pat
     long_run = ["--max_iters", "1000000", "--lr_decay_iters", "1000000", "--eval_interval", "20"]
     process = subprocess.Popen(command + long_run, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (out / "checkpoint.safetensors").exists():
-        assert process.poll() is None, process.communicate()
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.2)
+    wait_for_checkpoint(out, process)
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode != 0
     assert stderr.count("stopped after step") == 1  # said once, by process 0
-    step = history_of(out)["step"][-1]
+    step = load_checkpoint(out).step
     assert 20 <= step < 1_000_000 and f"stopped after step {step} " in stderr
     resumed = subprocess.run(command + ["--resume", "--max_iters", str(step + 4)],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert history_of(out)["step"] == list(range(1, step + 5))
+    assert load_checkpoint(out).history["step"] == list(range(1, step + 5))
