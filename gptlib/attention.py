@@ -166,22 +166,20 @@ class MultiHeadAttention(nn.Module):
         """Scaled query-key affinities of every head before mask and softmax: ``(B, n_head, T, T)``."""
         return attention_scores(self._split_heads(self.query(x)), self._split_heads(self.key(x)))
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False, cache: dict | None = None):
+    def forward(self, x: torch.Tensor, return_weights: bool = False, cache=None, layer: int = 0):
         """``x`` (B, T, n_embd) -> (B, T, n_embd); with ``return_weights``, also (B, n_head, T, T).
 
-        ``cache`` (generation, chapter 08): a dict in which this layer keeps the keys
-        and values of the positions it has seen. ``x`` then holds only the new
-        positions, and they attend to the cached ones too, so nothing is recomputed.
+        ``cache`` (generation, chapter 08): a :class:`gptlib.model.KVCache` that keeps
+        the keys and values of the positions already seen, this module's under index
+        ``layer``. ``x`` then holds only the new positions, and they attend to the
+        cached ones too, so nothing is recomputed.
         """
         B, T, C = x.shape
         q = self._split_heads(self.query(x))
         k = self._split_heads(self.key(x))
         v = self._split_heads(self.value(x))
         if cache is not None:
-            if "k" in cache:
-                k = torch.cat([cache["k"], k], dim=2)
-                v = torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
+            k, v = cache.update(layer, k, v)
         T_keys = k.shape[2]
         _check_length(T_keys, self.block_size)
         if return_weights:

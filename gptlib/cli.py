@@ -1,7 +1,10 @@
 """The command line: ``python -m gptlib train | sample | eval | presets``.
 
-Every mistake a user can type ends in one line on stderr that says what is wrong,
-and exit status 2; no traceback.
+``train``'s settings are made from the fields of :class:`GPTConfig` and
+:class:`TrainConfig`, so every setting a config has is an option, with its type, its
+default (the ``cpu`` preset's) and its meaning in ``--help``. Every mistake a user can
+type ends in one line on stderr that says what is wrong, and exit status 2; nothing
+is written.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import os
 import signal
 import sys
 import time
-from dataclasses import fields
+import typing
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -21,16 +25,21 @@ from tqdm import tqdm
 
 from gptlib.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from gptlib.data import DataError, load_dataset
-from gptlib.distributed import end_processes, from_environment, init_processes
 from gptlib.model import GPT, GPTConfig
 from gptlib.presets import PRESETS, get_preset
+from gptlib.runtime import (
+    Runtime,
+    autocast_dtype,
+    available_memory,
+    from_environment,
+    pick_device,
+    training_memory,
+)
 from gptlib.sample import check_sampling, check_window_shift, stream_text
-from gptlib.train import TrainConfig, autocast_dtype, configure_optimizer, full_loss, train
+from gptlib.train import TrainConfig, TrainingDiverged, TrainState, full_loss
 
-# Settings that --key value may override: every field of both configs but the vocabulary.
-SETTINGS = {f.name: f.type for f in fields(GPTConfig) if f.name != "vocab_size"}
-SETTINGS.update({f.name: f.type for f in fields(TrainConfig)})
-CASTS = {"int": int, "float": float}
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
@@ -55,7 +64,7 @@ class StopRequest:
         if self.signal is not None:
             print("\nsecond interrupt: quitting now; the last checkpoint is intact",
                   file=sys.stderr)
-            os._exit(130)
+            os._exit(EXIT_INTERRUPTED)
         self.signal = signal.Signals(signum).name
         print(f"\n{self.signal}: finishing this step and saving a checkpoint "
               f"(interrupt again to quit at once)", file=sys.stderr)
@@ -70,153 +79,184 @@ class StopRequest:
                 signal.signal(s, handler)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA if there is a GPU, else Apple's MPS, else the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold ``out`` for this run: a second ``train`` on it refuses at once.
+
+    The lock is the operating system's (flock) on the directory itself: it ends with
+    the process that holds it, so a run that crashed leaves nothing stuck.
+    """
+    import fcntl
+
+    fd = os.open(out, os.O_RDONLY)
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda, but PyTorch sees no CUDA GPU here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps, but Apple's MPS is not available here")
-    return device
-
-
-def parse_overrides(words: list[str]) -> dict:
-    """``["--n_layer", "6", "--learning-rate=3e-4"]`` -> ``{"n_layer": 6, "learning_rate": 3e-4}``."""
-    overrides = {}
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if not word.startswith("--"):
-            raise UsageError(f"unexpected argument {word!r}; settings are given as --name value")
-        name, _, value = word[2:].partition("=")
-        name = name.replace("-", "_")
-        if name not in SETTINGS:
-            close = difflib.get_close_matches(name, SETTINGS, n=1)
-            hint = f" (did you mean --{close[0]}?)" if close else ""
-            raise UsageError(f"unknown option --{name}{hint}; see 'python -m gptlib train --help'")
-        if not value:
-            if i + 1 >= len(words):
-                raise UsageError(f"--{name} needs a value")
-            i += 1
-            value = words[i]
-        cast = CASTS[SETTINGS[name]]
         try:
-            overrides[name] = cast(value)
-        except ValueError:
-            raise UsageError(f"--{name} takes a number ({SETTINGS[name]}), got {value!r}") from None
-        i += 1
-    return overrides
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another training run is writing to {out} right now; wait for it "
+                             f"to finish, or pick another --out") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 # --- train ----------------------------------------------------------------------------
 
+# The settings train takes: every field of both configs but the vocabulary (the data's).
+SETTINGS = [f for f in fields(GPTConfig) if f.name != "vocab_size"] + list(fields(TrainConfig))
+HINTS = {**typing.get_type_hints(GPTConfig), **typing.get_type_hints(TrainConfig)}
 
-def cmd_train(args, extra: list[str]) -> int:
-    overrides = parse_overrides(extra)
+
+def add_setting(group, f, default) -> None:
+    """One ``--name`` option for the config field ``f``, typed as the field is."""
+    kind = HINTS[f.name]
+    if kind is bool:
+        group.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {default})")
+        return
+    kind = next(t for t in typing.get_args(kind) if t is not type(None)) if typing.get_args(kind) \
+        else kind  # int | None -> int
+    shown = "max_iters" if f.name == "lr_decay_iters" and default is None else default
+    group.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS,
+                       metavar=kind.__name__.upper(),
+                       help=f"{f.metadata['help']} (default: {shown})")
+
+
+def settings_given(args) -> dict:
+    return {f.name: getattr(args, f.name) for f in SETTINGS if hasattr(args, f.name)}
+
+
+def cmd_train(args) -> int:
+    overrides = settings_given(args)
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pick one")
-    distributed = from_environment()
-    device = pick_device(args.device)
-    if distributed.enabled and device.type == "cuda":
-        device = torch.device("cuda", distributed.local_rank)  # one GPU per process
-    dtype = autocast_dtype(device, args.precision)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a directory for the run")
     existing = checkpoint_path(out)
     if existing.exists() and not (args.resume or args.overwrite):
         raise UsageError(f"{out} already holds a checkpoint; add --resume to continue that run, "
                          f"or --overwrite to start over and replace it")
     if args.resume and not existing.exists():
         raise UsageError(f"--resume, but there is no checkpoint in {out} to resume from")
+    distributed = from_environment()
+    device = pick_device(args.device)
+    if distributed.enabled and device.type == "cuda":
+        device = torch.device("cuda", distributed.local_rank)  # one GPU per process
+    runtime = Runtime(device, autocast_dtype(device, args.precision), args.compile, distributed)
 
-    ckpt = load_checkpoint(out, device=device) if args.resume else None
-    data_path = args.data or (ckpt.data_path if ckpt else None)
-    _, tokenizer, train_data, val_data = load_dataset(path=data_path)
-    if args.resume:
-        if ckpt.tokenizer.vocab != tokenizer.vocab:
-            raise UsageError(f"the checkpoint in {out} was trained on another vocabulary")
-        model, model_config = ckpt.model, ckpt.model.config
-        changed = sorted(k for k, v in overrides.items()
-                         if k in GPTConfig.__dataclass_fields__ and getattr(model_config, k) != v)
-        if changed:
-            raise UsageError(f"cannot change the model's shape when resuming ({', '.join(changed)})")
-        train_overrides = {k: v for k, v in overrides.items() if k in TrainConfig.__dataclass_fields__}
-        train_config = TrainConfig.from_dict({**ckpt.train_config.to_dict(), **train_overrides})
-        optimizer = configure_optimizer(model, train_config, device.type)
-        ckpt.restore_optimizer(optimizer)
-        generator = torch.Generator()
-        generator.set_state(ckpt.generator_state)
-        if ckpt.rng_state:
-            ckpt.restore_rng()  # dropout continues with the same random numbers
-        start_step, history = ckpt.step, ckpt.history
-    else:
-        model_config, train_config = get_preset(args.preset, tokenizer.vocab_size, **overrides)
-        torch.manual_seed(train_config.seed)
-        model = GPT(model_config).to(device)
-        optimizer = configure_optimizer(model, train_config, device.type)
-        generator = torch.Generator().manual_seed(train_config.seed)
-        start_step, history = 0, None
-    distributed.shard(train_config.batch_size)  # refuse a batch that does not split evenly
-    if start_step >= train_config.max_iters:
-        raise UsageError(f"the run in {out} is already at step {start_step}; to train longer, "
-                         f"resume with a larger --max_iters (and --lr_decay_iters)")
+    # Everything is checked before the data is read and before anything is written.
+    with contextlib.ExitStack() as held:
+        locked = distributed.is_main and out.is_dir()
+        if locked:
+            held.enter_context(run_lock(out))
+        if args.resume:
+            ckpt = load_checkpoint(out, device=device)
+            model_config, train_config = resume_configs(ckpt, args, overrides, out)
+            data_path = args.data or ckpt.data_path
+        else:
+            ckpt = None
+            model_config, train_config = get_preset(args.preset or "cpu", **overrides)
+            data_path = args.data
+        distributed.shard(train_config.batch_size)  # refuses a batch that does not split evenly
+        check_memory(model_config, train_config, device)
+        _, tokenizer, train_data, val_data = load_dataset(path=data_path)
+        if ckpt is not None:
+            if ckpt.tokenizer.vocab != tokenizer.vocab:
+                raise UsageError(f"the checkpoint in {out} was trained on another vocabulary")
+            model, state = ckpt.model, ckpt.train_state(train_config)
+        else:
+            model_config = replace(model_config, vocab_size=tokenizer.vocab_size)
+            torch.manual_seed(train_config.seed)
+            model = GPT(model_config).to(device)
+            state = None
+        if distributed.is_main and not locked:
+            out.mkdir(parents=True, exist_ok=True)
+            held.enter_context(run_lock(out))
+        preset = ckpt.preset if ckpt else (args.preset or "cpu")
+        return run_training(args, out, runtime, model, tokenizer, train_config, state,
+                            train_data, val_data, preset, data_path)
 
-    # From here on, with torchrun, every process trains and process 0 alone writes.
-    main = distributed.is_main
+
+def resume_configs(ckpt, args, overrides: dict, out: Path):
+    """The configs a resumed run goes on with: the checkpoint's, with training settings changed."""
+    if not ckpt.can_resume:
+        raise UsageError(f"the checkpoint in {out} holds weights only; it cannot be resumed")
+    if args.preset is not None and args.preset != ckpt.preset:
+        raise UsageError(f"the run in {out} was trained with the preset {ckpt.preset or '(none)'}; "
+                         f"a resumed run keeps its settings: drop --preset {args.preset}")
+    model_config = ckpt.model.config
+    changed = sorted(k for k, v in overrides.items()
+                     if k in GPTConfig.__dataclass_fields__ and getattr(model_config, k) != v)
+    if changed:
+        raise UsageError(f"cannot change the model's shape when resuming ({', '.join(changed)})")
+    train_overrides = {k: v for k, v in overrides.items() if k in TrainConfig.__dataclass_fields__}
+    train_config = replace(ckpt.train_config, **train_overrides)
+    if ckpt.step >= train_config.max_iters:
+        raise UsageError(f"the run in {out} is already at step {ckpt.step}; to train longer, "
+                         f"resume with a larger --max_iters")
+    return model_config, train_config
+
+
+def check_memory(model_config: GPTConfig, train_config: TrainConfig, device) -> None:
+    """Refuse a configuration whose training step cannot fit in the device's memory."""
+    needed = training_memory(model_config, train_config.batch_size)
+    free = available_memory(device)
+    if free is not None and needed > free:
+        raise UsageError(f"a training step of this model needs at least {needed / 2**30:.1f} GiB, "
+                         f"and {device} has {free / 2**30:.1f} GiB free: make the model, "
+                         f"block_size or batch_size smaller")
+
+
+def run_training(args, out, runtime, model, tokenizer, train_config, state, train_data,
+                 val_data, preset, data_path) -> int:
+    main = runtime.distributed.is_main
     say = print if main else (lambda *args, **kwargs: None)
-    if args.resume:
-        say(f"resuming {out} at step {start_step} of {train_config.max_iters}")
-    say(f"{model.num_parameters() / 1e6:.2f}M parameters on {device}: {model_config}")
+    if state is not None:
+        say(f"resuming {out} at step {state.step} of {train_config.max_iters}")
+    say(f"{model.num_parameters() / 1e6:.2f}M parameters on {runtime.device}: {model.config}")
     say(f"{train_config}")
-    if distributed.enabled:
-        say(f"{distributed.world_size} processes, {train_config.batch_size // distributed.world_size}"
-            f" of the {train_config.batch_size} rows of each batch apiece")
-    if dtype != torch.float32:
-        say(f"forward passes autocast to {str(dtype).removeprefix('torch.')}")
-    if args.compile:
+    if runtime.distributed.enabled:
+        world = runtime.distributed.world_size
+        say(f"{world} processes, {train_config.batch_size // world} of the "
+            f"{train_config.batch_size} rows of each batch apiece")
+    if runtime.dtype != torch.float32:
+        say(f"forward passes autocast to {str(runtime.dtype).removeprefix('torch.')}")
+    if runtime.compile:
         say("training through torch.compile (the first steps wait for it to compile)")
+    state = state or TrainState.start(model, train_config)
 
-    def save(step, history):
+    def save():
         if main:
-            save_checkpoint(out, model, tokenizer, train_config=train_config, optimizer=optimizer,
-                            step=step, generator=generator, history=history, data_path=data_path)
+            save_checkpoint(out, model, tokenizer, train_config=train_config, state=state,
+                            preset=preset, data_path=data_path)
 
     def on_eval(step, history):
-        save(step, history)
+        save()
         tqdm.write(f"step {step}: train {history['train_loss'][-1]:.4f}, "
                    f"val {history['val_loss'][-1]:.4f} (estimates); checkpoint saved")
 
     stop = StopRequest()
     started = time.perf_counter()
-    init_processes(distributed, device)
-    if distributed.enabled:
-        torch.manual_seed(train_config.seed + start_step + distributed.rank)  # own dropout masks
-    try:
+    with runtime:
+        runtime.seed_dropout(train_config.seed, state.step)
         with stop.installed():
-            history = train(model, train_data, val_data, train_config, optimizer=optimizer,
-                            start_step=start_step, generator=generator, history=history,
-                            on_eval=on_eval, progress=not args.quiet, should_stop=stop,
-                            dtype=dtype, compile=args.compile, distributed=distributed)
-    finally:
-        end_processes(distributed)
+            try:
+                runtime.train(model, train_data, val_data, train_config, state,
+                              on_eval=on_eval, should_stop=stop, progress=not args.quiet)
+            except TrainingDiverged as error:
+                saved = state.history["eval_step"][-1] if state.history["eval_step"] else None
+                kept = f"the checkpoint of step {saved} is kept" if saved else "nothing was saved"
+                raise UsageError(f"{error}; {kept}") from None
     train_seconds = time.perf_counter() - started
-    step = history["step"][-1] if history["step"] else start_step
-    if step < train_config.max_iters:  # stopped by a signal
-        if step not in history["eval_step"]:  # not already saved at this step
-            save(step, history)
+    if state.step < train_config.max_iters:  # stopped by a signal
+        if state.step not in state.history["eval_step"]:  # not already saved at this step
+            save()
         if main:
-            print(f"{stop.signal or 'a signal'}: stopped after step {step} of "
+            print(f"{stop.signal or 'a signal'}: stopped after step {state.step} of "
                   f"{train_config.max_iters}; checkpoint saved in {out}. To continue: "
                   f"python -m gptlib train --out {out} --resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     if main:
         val = full_loss(model, val_data)
         print(f"trained to step {train_config.max_iters} in {train_seconds:.1f} s; checkpoint: "
@@ -228,7 +268,7 @@ def cmd_train(args, extra: list[str]) -> int:
 # --- sample ---------------------------------------------------------------------------
 
 
-def cmd_sample(args, extra: list[str]) -> int:
+def cmd_sample(args) -> int:
     if args.tokens <= 0:
         raise UsageError(f"--tokens must be a positive number of characters, got {args.tokens}")
     if args.prompt == "":
@@ -268,12 +308,14 @@ def cmd_sample(args, extra: list[str]) -> int:
 # --- eval and presets -------------------------------------------------------------------
 
 
-def cmd_eval(args, extra: list[str]) -> int:
+def cmd_eval(args) -> int:
     device = pick_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device=device)
     _, tokenizer, _, val_data = load_dataset(path=args.data or ckpt.data_path)
     if ckpt.tokenizer.vocab != tokenizer.vocab:
         raise UsageError("the checkpoint was trained on a text with another vocabulary")
+    if len(val_data) < 2:
+        raise UsageError("the validation split has fewer than 2 characters: nothing to predict")
     started = time.perf_counter()
     loss = full_loss(ckpt.model, val_data)
     print(f"full validation loss of {checkpoint_path(args.checkpoint)} (step {ckpt.step}), "
@@ -282,15 +324,15 @@ def cmd_eval(args, extra: list[str]) -> int:
     return 0
 
 
-def cmd_presets(args, extra: list[str]) -> int:
-    for name in PRESETS:
-        model_config, train_config = get_preset(name)
+def cmd_presets(args) -> int:
+    for name, preset in PRESETS.items():
+        model_config, train_config = preset.model, preset.train
         n = GPT(model_config).num_parameters()
         print(f"{name:12} {n / 1e6:6.2f}M parameters  {model_config.n_layer} layers x "
               f"{model_config.n_head} heads, n_embd {model_config.n_embd}, block "
               f"{model_config.block_size}, batch {train_config.batch_size}, "
               f"{train_config.max_iters} steps at lr {train_config.learning_rate:g}")
-        print(f"{'':12} {PRESETS[name]['description']}")
+        print(f"{'':12} {preset.description}")
     return 0
 
 
@@ -298,38 +340,68 @@ def cmd_presets(args, extra: list[str]) -> int:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a mistake is one line (argparse prints the whole usage first)."""
+    """argparse, but a mistake is one line (argparse prints the whole usage first), and a
+    misspelled option gets a suggestion."""
 
     def error(self, message):
-        self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
+        if message.startswith("unrecognized arguments: "):
+            word = message.removeprefix("unrecognized arguments: ").split()[0]
+            name = word.split("=")[0]
+            options = [o for a in self._all_actions() for o in a.option_strings]
+            close = difflib.get_close_matches(name, options, n=1) if name.startswith("-") else []
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            message = f"unknown option {name}{hint}" if name.startswith("-") else \
+                f"unexpected argument {word!r}"
+        self.exit(EXIT_USAGE, f"error: {message}; see '{self.prog} --help'\n")
+
+    def _all_actions(self):
+        """This parser's options, and those of the command given (argparse reports unknown
+        options from the top parser)."""
+        actions = list(self._actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                command = getattr(self, "_command_given", None)
+                if command in action.choices:
+                    actions += action.choices[command]._actions
+        return actions
+
+    def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        self._command_given = next((a for a in args if not a.startswith("-")), None)
+        return super().parse_args(args, namespace)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="python -m gptlib", description="Train, sample and evaluate the course's GPT.")
+    parser = Parser(prog="python -m gptlib",
+                    description="Train, sample and evaluate the course's GPT.", allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    kwargs = {"allow_abbrev": False}
 
-    settings = "\n".join(f"  --{name} {kind.upper()}" for name, kind in SETTINGS.items())
     p = commands.add_parser(
-        "train", help="train a GPT on Tiny Shakespeare",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train a GPT from a preset; any setting can be overridden with --name value.",
-        epilog=f"settings (override a preset's value):\n{settings}")
-    p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="default: cpu")
+        "train", help="train a GPT on Tiny Shakespeare", **kwargs,
+        description="Train a GPT from a preset; any setting below overrides the preset's value.",
+        epilog="Defaults shown are the cpu preset's; 'python -m gptlib presets' lists the others.")
+    p.add_argument("--preset", default=None, choices=list(PRESETS), help="the recipe (default: cpu)")
     p.add_argument("--out", required=True, help="run directory for the checkpoint")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--data", help="a UTF-8 text file to train on (default: Tiny Shakespeare)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--precision", default="auto",
                    choices=["auto", "float32", "bfloat16", "float16"],
                    help="autocast the forward pass; auto: bfloat16 (or float16) on a CUDA GPU, "
                         "float32 elsewhere")
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
+    cpu = PRESETS["cpu"]
+    for title, config in (("model (GPTConfig)", cpu.model), ("training (TrainConfig)", cpu.train)):
+        group = p.add_argument_group(title)
+        for f in SETTINGS:
+            if f.name in type(config).__dataclass_fields__:
+                add_setting(group, f, getattr(config, f.name))
     p.set_defaults(run=cmd_train)
 
-    p = commands.add_parser("sample", help="write text with a trained GPT")
+    p = commands.add_parser("sample", help="write text with a trained GPT", **kwargs)
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
     p.add_argument("--prompt", default="\n", help="text to start from (default: a newline)")
     p.add_argument("--tokens", type=int, default=500, help="characters to write (default 500)")
@@ -346,28 +418,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_sample)
 
-    p = commands.add_parser("eval", help="print a checkpoint's full validation loss")
+    p = commands.add_parser("eval", help="print a checkpoint's full validation loss", **kwargs)
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
     p.add_argument("--data", help="text file (default: the one the checkpoint was trained on)")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_eval)
 
-    p = commands.add_parser("presets", help="list the presets and their sizes")
+    p = commands.add_parser("presets", help="list the presets and their sizes", **kwargs)
     p.set_defaults(run=cmd_presets)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        if extra and args.run is not cmd_train:  # only train takes --name value settings
-            raise UsageError(f"unknown option {extra[0]}; "
-                             f"see 'python -m gptlib {args.command} --help'")
-        return args.run(args, extra)
-    except (UsageError, ValueError, DataError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return args.run(args)
+    except (UsageError, ValueError, DataError, CheckpointError, OSError) as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def one_line(error: Exception) -> str:
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.strerror or error}: {error.filename}"
+    return " ".join(str(error).split())

@@ -32,7 +32,10 @@ class DataError(RuntimeError):
 def data_dir() -> Path:
     """The folder where the corpus is cached: $GPTLIB_DATA_DIR, else a per-user cache."""
     if os.environ.get("GPTLIB_DATA_DIR"):
-        return Path(os.environ["GPTLIB_DATA_DIR"]).expanduser()
+        folder = Path(os.environ["GPTLIB_DATA_DIR"]).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise DataError(f"GPTLIB_DATA_DIR={folder} is a file; point it at a folder")
+        return folder
     cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache_home) / "gptlib"
 
@@ -202,7 +205,7 @@ def load_text(path) -> str:
         raise DataError(f"no data file at {path}")
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark at the start is not text
     except UnicodeDecodeError as error:
         raise DataError(
             f"{path} is not UTF-8 text (byte {error.start} is {raw[error.start:error.start + 1]!r}); "

@@ -6,7 +6,7 @@ connection), a final LayerNorm, and a linear head to logits over the vocabulary.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn as nn
@@ -20,12 +20,12 @@ from gptlib.positional import LearnedPositionalEmbedding
 class GPTConfig:
     """The shape of a GPT. The defaults are the course's full (``gpu`` preset) model."""
 
-    vocab_size: int = 65
-    block_size: int = 256  # the longest context the model can read
-    n_layer: int = 6
-    n_head: int = 6
-    n_embd: int = 384
-    dropout: float = 0.2
+    vocab_size: int = field(default=65, metadata={"help": "number of distinct tokens"})
+    block_size: int = field(default=256, metadata={"help": "the longest context the model reads"})
+    n_layer: int = field(default=6, metadata={"help": "transformer blocks"})
+    n_head: int = field(default=6, metadata={"help": "attention heads per block"})
+    n_embd: int = field(default=384, metadata={"help": "width of the residual stream"})
+    dropout: float = field(default=0.2, metadata={"help": "dropout probability in training"})
 
     def __post_init__(self):
         for f in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -37,7 +37,7 @@ class GPTConfig:
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
                 f"each head gets n_embd / n_head channels"
             )
-        if not 0.0 <= self.dropout < 1.0:
+        if not 0.0 <= self.dropout < 1.0:  # also refuses NaN
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
     def to_dict(self) -> dict:
@@ -77,13 +77,47 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.n_embd)
         self.ffwd = FeedForward(config)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False, cache: dict | None = None):
-        attended = self.attn(self.ln1(x), return_weights=return_weights, cache=cache)
+    def forward(self, x: torch.Tensor, return_weights: bool = False,
+                cache: KVCache | None = None, layer: int = 0):
+        attended = self.attn(self.ln1(x), return_weights=return_weights, cache=cache, layer=layer)
         if return_weights:
             attended, weights = attended
         x = x + attended
         x = x + self.ffwd(self.ln2(x))
         return (x, weights) if return_weights else x
+
+
+class KVCache:
+    """The keys and values of every layer for the positions a model has already read.
+
+    Generation (chapter 08) feeds the model one new token at a time; each attention
+    layer appends the new position's key and value here and attends to all of them,
+    so nothing already read is computed again. ``length`` positions are held, at most
+    ``block_size``.
+    """
+
+    def __init__(self, n_layer: int, block_size: int):
+        self.block_size = block_size
+        self.keys: list[torch.Tensor | None] = [None] * n_layer    # each (B, n_head, length, head_size)
+        self.values: list[torch.Tensor | None] = [None] * n_layer
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+    def check_room(self, n_new: int) -> None:
+        """Raise, changing nothing, if ``n_new`` more positions would not fit."""
+        if self.length + n_new > self.block_size:
+            raise ValueError(f"the cache holds {self.length} positions: {n_new} more would pass "
+                             f"block_size {self.block_size}")
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Append the new positions' keys and values of ``layer``; return all of that layer's."""
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
 
 
 class GPT(nn.Module):
@@ -118,41 +152,46 @@ class GPT(nn.Module):
             n -= self.position_embedding.table.weight.numel()
         return n
 
-    def forward(
-        self,
-        idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        return_attention: bool = False,
-        cache: list[dict] | None = None,
-    ):
+    @property
+    def block_size(self) -> int:
+        return self.config.block_size
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: KVCache | None = None):
         """``idx`` (B, T) token ids -> ``(logits, loss)``; logits are (B, T, vocab_size).
 
         ``loss`` is the mean cross-entropy against ``targets`` (B, T), or None.
-        With ``return_attention`` a third item is the list of every layer's
-        attention weights, each (B, n_head, T, T). ``cache`` is a list of one dict
-        per layer for generation with a KV cache (``gptlib.sample``): ``idx`` then
-        holds only the new tokens.
+        ``cache`` (generation with a KV cache, chapter 08): ``idx`` holds only the
+        tokens that follow the ``cache.length`` positions already read.
         """
-        B, T = idx.shape
-        offset = 0 if not cache or "k" not in cache[0] else cache[0]["k"].shape[2]
-        if offset + T > self.config.block_size:
-            raise ValueError(
-                f"sequence length {offset + T} is longer than block_size {self.config.block_size}"
-            )
-        x = self.position_embedding(self.token_embedding(idx), offset=offset)
-        x = self.dropout(x)
-        attention = []
+        offset = 0
+        if cache is not None:
+            cache.check_room(idx.shape[1])
+            offset = cache.length
+        elif idx.shape[1] > self.config.block_size:
+            raise ValueError(f"sequence length {idx.shape[1]} is longer than "
+                             f"block_size {self.config.block_size}")
+        x = self.dropout(self.position_embedding(self.token_embedding(idx), offset=offset))
         for i, block in enumerate(self.blocks):
-            layer_cache = None if cache is None else cache[i]
-            x = block(x, return_weights=return_attention, cache=layer_cache)
-            if return_attention:
-                x, weights = x
-                attention.append(weights)
+            x = block(x, cache=cache, layer=i)
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        return (logits, loss, attention) if return_attention else (logits, loss)
+        return logits, loss
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.n_layer, self.config.block_size)
+
+    @torch.no_grad()
+    def attention_weights(self, idx: torch.Tensor) -> torch.Tensor:
+        """Every layer's attention weights: ``(n_layer, B, n_head, T, T)``; each row sums to 1."""
+        x = self.position_embedding(self.token_embedding(idx))
+        weights = []
+        for block in self.blocks:
+            x, w = block(x, return_weights=True)
+            weights.append(w)
+        return torch.stack(weights)
 
     @torch.no_grad()
     def attention_scores(self, idx: torch.Tensor) -> torch.Tensor:

@@ -2,52 +2,60 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 from gptlib.model import GPTConfig
 from gptlib.train import TrainConfig
 
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    model: GPTConfig  # its vocab_size is replaced by the tokenizer's
+    train: TrainConfig
+
+
 PRESETS = {
-    "cpu": {
-        "description": "the default on a laptop: tuned to reach the classic recipe's quality in "
-                       "a third of its time (about 30 s on 2 cores)",
-        # Measured on 2 cores (benchmarks/train_speed.py, README): against classic-cpu,
-        # two layers instead of four (each step costs half), a block of 32 with a batch
-        # of 24 (twice the windows per step for the same characters), a learning rate
-        # three times higher, and fewer evaluations.
-        "model": dict(block_size=32, n_layer=2, n_head=4, n_embd=128, dropout=0.0),
-        "train": dict(batch_size=24, max_iters=1500, learning_rate=3e-3, min_lr=3e-4,
-                      warmup_iters=50, lr_decay_iters=1500, beta2=0.99,
-                      eval_interval=500, eval_iters=20),
-    },
-    "classic-cpu": {
-        "description": "the classic laptop recipe for this corpus (nanoGPT's shakespeare_char on CPU)",
-        "model": dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
-        "train": dict(batch_size=12, max_iters=2000, learning_rate=1e-3, min_lr=1e-4,
-                      warmup_iters=100, lr_decay_iters=2000, beta2=0.99,
-                      eval_interval=250, eval_iters=20),
-    },
-    "gpu": {
-        "description": "the course's full model (about 10.7M parameters), for a GPU",
-        "model": dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2),
-        "train": dict(batch_size=64, max_iters=5000, learning_rate=3e-4, min_lr=3e-5,
-                      warmup_iters=100, lr_decay_iters=5000, beta2=0.99,
-                      eval_interval=500, eval_iters=50),
-    },
+    # Measured on 2 cores (benchmarks/train_speed.py, README): against classic-cpu,
+    # two layers instead of four (each step costs half), a block of 32 with a batch
+    # of 24 (twice the windows per step for the same characters), a learning rate
+    # three times higher, and fewer evaluations.
+    "cpu": Preset(
+        "the default on a laptop: tuned to reach the classic recipe's quality in "
+        "half its time (about 30 s on 2 cores)",
+        GPTConfig(block_size=32, n_layer=2, n_head=4, n_embd=128, dropout=0.0),
+        TrainConfig(batch_size=24, max_iters=1500, learning_rate=3e-3, min_lr=3e-4,
+                    warmup_iters=50, eval_interval=500, eval_iters=20),
+    ),
+    "classic-cpu": Preset(
+        "the classic laptop recipe for this corpus (nanoGPT's shakespeare_char on CPU)",
+        GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0),
+        TrainConfig(batch_size=12, max_iters=2000, learning_rate=1e-3, min_lr=1e-4,
+                    warmup_iters=100, eval_interval=250, eval_iters=20),
+    ),
+    "gpu": Preset(
+        "the course's full model (about 10.7M parameters), for a GPU",
+        GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2),
+        TrainConfig(batch_size=64, max_iters=5000, learning_rate=3e-4, min_lr=3e-5,
+                    warmup_iters=100, eval_interval=500, eval_iters=50),
+    ),
 }
 
 
-def get_preset(name: str, vocab_size: int = 65, **overrides):
-    """``(GPTConfig, TrainConfig)`` of a preset, with any field overridden by keyword."""
+def get_preset(name: str, vocab_size: int = 65, **overrides) -> tuple[GPTConfig, TrainConfig]:
+    """``(GPTConfig, TrainConfig)`` of a preset, with any field overridden by keyword.
+
+    Both configs check themselves, so an impossible setting raises ValueError here.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    model = dict(PRESETS[name]["model"], vocab_size=vocab_size)
-    train = dict(PRESETS[name]["train"])
+    preset = PRESETS[name]
     model_fields = set(GPTConfig.__dataclass_fields__) - {"vocab_size"}
     train_fields = set(TrainConfig.__dataclass_fields__)
-    for key, value in overrides.items():
-        if key in model_fields:
-            model[key] = value
-        elif key in train_fields:
-            train[key] = value
-        else:
-            raise ValueError(f"unknown setting {key!r}")
-    return GPTConfig(**model), TrainConfig(**train)
+    unknown = sorted(set(overrides) - model_fields - train_fields)
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r}")
+    model = replace(preset.model, vocab_size=vocab_size,
+                    **{k: v for k, v in overrides.items() if k in model_fields})
+    train = replace(preset.train, **{k: v for k, v in overrides.items() if k in train_fields})
+    return model, train

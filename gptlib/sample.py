@@ -105,7 +105,7 @@ def stream(
             if not use_cache:
                 logits, _ = model(idx[:, start:])
             elif cache is None:  # (re)build the cache from the whole window
-                cache = [{} for _ in model.blocks]
+                cache = model.new_cache()
                 logits, _ = model(idx[:, start:], cache=cache)
             else:
                 logits, _ = model(idx[:, -1:], cache=cache)  # only the newest token

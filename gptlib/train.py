@@ -1,57 +1,74 @@
-"""Chapter 07: training a GPT. AdamW with weight decay on matrices only, a learning
-rate that warms up then follows a cosine down, gradient clipping, evaluation (a quick
-estimate and the full validation loss), a progress bar, and checkpoints.
+"""Chapter 07: training. AdamW with weight decay on matrices only, a learning rate that
+warms up then follows a cosine down, gradient clipping, evaluation (a quick estimate
+and the full validation loss), and the loop that puts them together.
+
+The loop, :func:`train`, trains any model whose ``forward(idx, targets)`` returns
+``(logits, loss)``: the bigram of chapter 02, the attention model of chapters 03-05,
+the GPT. Running it on a GPU, in lower precision, compiled or on several devices is
+``gptlib.runtime``'s job: it wraps the loop and leaves it as it is.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from gptlib.data import get_batch
-from gptlib.distributed import Distributed
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a finite number: the learning rate is usually too high."""
 
 
 @dataclass
 class TrainConfig:
     """How to train. The defaults are those of the course's ``gpu`` preset."""
 
-    batch_size: int = 64
-    max_iters: int = 5000
-    learning_rate: float = 3e-4
-    min_lr: float = 3e-5  # where the cosine ends
-    warmup_iters: int = 100
-    lr_decay_iters: int = 5000  # the cosine reaches min_lr here; usually max_iters
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0  # 0 turns clipping off
-    eval_interval: int = 500
-    eval_iters: int = 50  # batches per quick estimate
-    seed: int = 1337
+    batch_size: int = field(default=64, metadata={"help": "windows per step"})
+    max_iters: int = field(default=5000, metadata={"help": "optimizer steps in all"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "peak learning rate"})
+    min_lr: float = field(default=3e-5, metadata={"help": "learning rate at the end of the cosine"})
+    warmup_iters: int = field(default=100, metadata={"help": "steps of linear warmup"})
+    lr_decay_iters: int | None = field(
+        default=None, metadata={"help": "step where the cosine reaches min_lr (default: max_iters)"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW's decay, on matrices only"})
+    beta1: float = field(default=0.9, metadata={"help": "AdamW's first-moment decay"})
+    beta2: float = field(default=0.99, metadata={"help": "AdamW's second-moment decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "largest gradient norm; 0: no clipping"})
+    eval_interval: int = field(default=500, metadata={"help": "steps between evaluations"})
+    eval_iters: int = field(default=50, metadata={"help": "batches per loss estimate"})
+    log_interval: int = field(
+        default=10, metadata={"help": "steps between reading the loss off the device"})
+    seed: int = field(default=1337, metadata={"help": "seed of the weights and the batches"})
 
     def __post_init__(self):
-        for f in ("batch_size", "max_iters", "eval_interval", "eval_iters", "lr_decay_iters"):
-            value = getattr(self, f)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{f} must be a positive whole number, got {value!r}")
-        if self.warmup_iters < 0:
-            raise ValueError(f"warmup_iters must be >= 0, got {self.warmup_iters!r}")
-        if not self.learning_rate > 0:
+        for name in ("batch_size", "max_iters", "eval_interval", "eval_iters", "log_interval"):
+            _check_positive(name, getattr(self, name))
+        if self.lr_decay_iters is not None:
+            _check_positive("lr_decay_iters", self.lr_decay_iters)
+        if isinstance(self.warmup_iters, bool) or not isinstance(self.warmup_iters, int) \
+                or self.warmup_iters < 0:
+            raise ValueError(f"warmup_iters must be a whole number >= 0, got {self.warmup_iters!r}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if not 0 <= self.min_lr <= self.learning_rate:
-            raise ValueError(
-                f"min_lr must be between 0 and learning_rate ({self.learning_rate}), got {self.min_lr!r}"
-            )
-        for f in ("beta1", "beta2"):
-            if not 0 <= getattr(self, f) < 1:
-                raise ValueError(f"{f} must be in [0, 1), got {getattr(self, f)!r}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("weight_decay and grad_clip must be >= 0")
+            raise ValueError(f"min_lr must be between 0 and learning_rate "
+                             f"({self.learning_rate}), got {self.min_lr!r}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        for name in ("weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+    @property
+    def decay_iters(self) -> int:
+        """Where the cosine ends: ``lr_decay_iters`` if set, else the last step."""
+        return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,6 +80,11 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
         return cls(**values)
+
+
+def _check_positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive whole number, got {value!r}")
 
 
 def configure_optimizer(model, config: TrainConfig, device_type: str = "cpu"):
@@ -90,25 +112,35 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
     """Linear warmup for ``warmup_iters`` steps, then a cosine from learning_rate to min_lr."""
     if step < config.warmup_iters:
         return config.learning_rate * (step + 1) / config.warmup_iters
-    if step >= config.lr_decay_iters:
+    if step >= config.decay_iters:
         return config.min_lr
-    progress = (step - config.warmup_iters) / max(1, config.lr_decay_iters - config.warmup_iters)
+    progress = (step - config.warmup_iters) / max(1, config.decay_iters - config.warmup_iters)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
     return config.min_lr + cosine * (config.learning_rate - config.min_lr)
 
 
+def model_block_size(model) -> int:
+    """The longest window a model reads: ``model.block_size``, or its config's."""
+    size = getattr(model, "block_size", None) or getattr(getattr(model, "config", None),
+                                                         "block_size", None)
+    if size is None:
+        raise ValueError("this model has no block_size: pass block_size= to say how long "
+                         "its training windows are")
+    return size
+
+
 @torch.no_grad()
 def estimate_loss(model, data: torch.Tensor, batch_size: int, iters: int,
-                  generator: torch.Generator | None = None) -> float:
+                  generator: torch.Generator | None = None, block_size: int | None = None) -> float:
     """A quick estimate: the mean loss over ``iters`` random batches."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    block_size = model.config.block_size
-    losses = [model(*get_batch(data, batch_size, block_size, device, generator))[1].item()
+    block_size = block_size or model_block_size(model)
+    losses = [model(*get_batch(data, batch_size, block_size, device, generator))[1]
               for _ in range(iters)]
     model.train(was_training)
-    return sum(losses) / len(losses)
+    return torch.stack(losses).mean().item()
 
 
 def _summed_loss(model, data, starts, length, device) -> float:
@@ -131,7 +163,7 @@ def full_loss(model, data: torch.Tensor, batch_size: int = 64) -> float:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    block_size = model.config.block_size
+    block_size = model_block_size(model)
     n_targets = len(data) - 1
     n_full, rest = divmod(n_targets, block_size)
     starts = [i * block_size for i in range(n_full)]
@@ -144,118 +176,137 @@ def full_loss(model, data: torch.Tensor, batch_size: int = 64) -> float:
     return total / n_targets
 
 
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
-    """The dtype the matrix products run in: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+def new_history() -> dict:
+    """Per step: loss and learning rate. Per evaluation: the train and val estimates."""
+    return {"step": [], "loss": [], "lr": [], "eval_step": [], "train_loss": [], "val_loss": []}
 
-    ``auto`` is bfloat16 on a GPU that has it (every NVIDIA GPU since the A100),
-    float16 on an older one, and float32 elsewhere. The weights and the optimizer
-    always stay float32; autocast only runs the products in the smaller type.
+
+@dataclass
+class TrainState:
+    """Everything a run needs to go on where it stopped; ``gptlib.checkpoint`` saves it.
+
+    The optimizer (AdamW's moments), the generator that draws the batches (where in
+    the data the run stands), how many steps are done, and the history. The random
+    numbers that dropout draws come from torch's global generators: a checkpoint
+    saves those too (:func:`random_states`).
     """
-    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if precision == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision not in choices:
-        raise ValueError(f"unknown precision {precision!r}; use auto, {', '.join(choices)}")
-    if precision == "float16" and device.type != "cuda":
-        raise ValueError("float16 training needs a CUDA GPU; use bfloat16 or float32 here")
-    return choices[precision]
+
+    optimizer: torch.optim.Optimizer
+    batches: torch.Generator
+    step: int = 0
+    history: dict = field(default_factory=new_history)
+
+    @classmethod
+    def start(cls, model, config: TrainConfig) -> "TrainState":
+        device = next(model.parameters()).device
+        return cls(configure_optimizer(model, config, device.type),
+                   torch.Generator().manual_seed(config.seed))
 
 
-def train(
-    model,
-    train_data: torch.Tensor,
-    val_data: torch.Tensor,
-    config: TrainConfig,
-    *,
-    optimizer=None,
-    start_step: int = 0,
-    generator: torch.Generator | None = None,
-    history: dict | None = None,
-    on_eval=None,
-    progress: bool = True,
-    should_stop=None,
-    dtype: torch.dtype = torch.float32,
-    compile: bool = False,
-    distributed: Distributed | None = None,
-) -> dict:
-    """Train ``model`` in place from ``start_step`` to ``config.max_iters``; return the history.
+def random_states() -> dict[str, torch.Tensor]:
+    """torch's global random states: the CPU's, and each CUDA GPU's once CUDA is in use."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            states[f"cuda.{i}"] = state
+    return states
 
-    Every step: set the learning rate, draw a batch, forward, backward, clip the
-    gradient, step. Every ``eval_interval`` steps (and at the end) the loss is
-    estimated on both splits and ``on_eval(step, history)`` is called: the place
-    for a live plot or a checkpoint. To resume, pass the saved optimizer, step,
-    batch generator and history.
 
-    The history holds the loss and learning rate of every step, and the
-    estimates at every evaluation. ``should_stop()``, if given, is asked after
-    every step; when it says yes, training ends there (the command line's Ctrl-C
-    handling uses it to save a checkpoint). Interrupting a notebook cell leaves
-    the model with the weights of the last finished step.
+def set_random_states(states: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(states["torch"])
+    for name, state in states.items():
+        if name.startswith("cuda.") and torch.cuda.is_available():
+            index = int(name.split(".")[1])
+            if index < torch.cuda.device_count():
+                torch.cuda.set_rng_state(state, index)
 
-    For speed on a GPU: ``dtype`` bfloat16 or float16 runs the forward pass under
-    autocast (float16 with a gradient scaler, whose range is too small for
-    gradients otherwise); ``compile`` trains through ``torch.compile(model)``.
-    ``distributed`` (see ``gptlib.distributed``): each process draws the same
-    global batch of ``batch_size`` rows and trains on its share; DDP averages the
-    gradients; only process 0 evaluates, reports and calls ``on_eval``.
+
+def training_step(model, optimizer, x, y, grad_clip: float) -> torch.Tensor:
+    """Forward, backward, clip, step. Returns the loss, still on the device."""
+    _, loss = model(x, y)                      # 1. how wrong are we?
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()                            # 2. which way is downhill, for every weight?
+    if grad_clip > 0:                          # 3. no step longer than grad_clip
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()                           # 4. move the weights a little that way
+    return loss.detach()
+
+
+def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: TrainConfig,
+          state: TrainState | None = None, *, block_size: int | None = None, on_eval=None,
+          should_stop=None, progress: bool = True, step_fn=training_step) -> TrainState:
+    """Train ``model`` in place until step ``config.max_iters``; return the :class:`TrainState`.
+
+    Every step: set the learning rate, draw a batch, take a :func:`training_step`.
+    Every ``log_interval`` steps the losses are read off the device into the history
+    (a GPU would wait for each one read sooner); every ``eval_interval`` steps and at
+    the end, both splits are estimated and ``on_eval(step, history)`` is called (a
+    live plot, a checkpoint). ``state`` continues a run; ``should_stop()``, asked every
+    step, ends it early (the command line's Ctrl-C). A loss that is not a finite number
+    raises :class:`TrainingDiverged` before anything else sees it. Interrupting a
+    notebook cell leaves the model with the weights of the last finished step.
     """
-    # The plain text bar: live in a terminal and in a notebook, and what a saved
-    # notebook shows is the final state (tqdm's widget bar saves its first state).
-    from tqdm import tqdm
+    from tqdm import tqdm  # the plain text bar: a saved notebook shows its final state
 
+    state = state or TrainState.start(model, config)
+    block_size = block_size or model_block_size(model)
     device = next(model.parameters()).device
-    distributed = distributed or Distributed()
-    rows = distributed.shard(config.batch_size)
-    optimizer = optimizer or configure_optimizer(model, config, device.type)
-    generator = generator or torch.Generator().manual_seed(config.seed)
-    history = history or {"step": [], "loss": [], "lr": [], "eval_step": [],
-                          "train_loss": [], "val_loss": []}
-    block_size = model.config.block_size
-    net = torch.compile(model) if compile else model  # what the training steps run through
-    if distributed.enabled:
-        net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    pending = []  # (step, learning rate, loss) of the steps whose loss is still on the device
     model.train()
-    bar = tqdm(range(start_step, config.max_iters), initial=start_step, total=config.max_iters,
-               disable=not progress or not distributed.is_main, unit="step")
+    bar = tqdm(range(state.step, config.max_iters), initial=state.step, total=config.max_iters,
+               disable=not progress, unit="step")
     for step in bar:
         lr = learning_rate_at(step, config)
-        for group in optimizer.param_groups:
+        for group in state.optimizer.param_groups:
             group["lr"] = lr
-        x, y = get_batch(train_data, config.batch_size, block_size, device, generator)
-        with autocast:
-            _, loss = net(x[rows], y[rows])
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if config.grad_clip > 0:
-            scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        # One number per process for the log, and whether any process was asked to stop.
-        stop_requested = should_stop is not None and should_stop()
-        mean_loss, stops = distributed.mean([loss.item(), float(stop_requested)], device)
-        history["step"].append(step + 1)
-        history["loss"].append(mean_loss)
-        history["lr"].append(lr)
-        evaluate = (step + 1) % config.eval_interval == 0 or step + 1 == config.max_iters
-        if evaluate and distributed.is_main:
-            # The same batches at every evaluation, so that the estimates compare.
-            batches = torch.Generator().manual_seed(config.seed + 1)
-            history["eval_step"].append(step + 1)
-            with autocast:
-                history["train_loss"].append(
-                    estimate_loss(model, train_data, config.batch_size, config.eval_iters, batches))
-                history["val_loss"].append(
-                    estimate_loss(model, val_data, config.batch_size, config.eval_iters, batches))
-            bar.set_postfix(train=f"{history['train_loss'][-1]:.3f}",
-                            val=f"{history['val_loss'][-1]:.3f}")
+        x, y = get_batch(train_data, config.batch_size, block_size, device, state.batches)
+        loss = step_fn(model, state.optimizer, x, y, config.grad_clip)
+        state.step = step + 1
+        pending.append((state.step, lr, loss))
+        stop = should_stop is not None and should_stop()
+        evaluate = state.step % config.eval_interval == 0 or state.step == config.max_iters
+        if evaluate or stop or state.step % config.log_interval == 0:
+            _log(state, pending, bar)
+        if evaluate:
+            _evaluate(model, train_data, val_data, config, state, block_size)
+            bar.set_postfix(val=f"{state.history['val_loss'][-1]:.3f}", refresh=False)
             if on_eval is not None:
-                on_eval(step + 1, history)
-        if stops > 0:
+                on_eval(state.step, state.history)
+        if stop:
             break
     bar.close()
-    return history
+    _log(state, pending, bar)
+    return state
+
+
+def _log(state: TrainState, pending: list, bar) -> None:
+    """Read the pending losses off the device (one wait) into the history; stop at a NaN."""
+    if not pending:
+        return
+    steps, rates, losses = zip(*pending)
+    losses = torch.stack(losses).float().tolist()
+    pending.clear()
+    for step, loss in zip(steps, losses):
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"the loss became {loss} at step {step}: training "
+                                   f"diverged (try a lower learning_rate)")
+    state.history["step"].extend(steps)
+    state.history["lr"].extend(rates)
+    state.history["loss"].extend(losses)
+    bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+
+
+def _evaluate(model, train_data, val_data, config, state, block_size) -> None:
+    # The same batches at every evaluation, so that the estimates compare.
+    estimates = {}
+    for name, data in (("train_loss", train_data), ("val_loss", val_data)):
+        batches = torch.Generator().manual_seed(config.seed + 1)
+        estimates[name] = estimate_loss(model, data, config.batch_size, config.eval_iters,
+                                        batches, block_size)
+        if not math.isfinite(estimates[name]):
+            raise TrainingDiverged(f"the {name.replace('_', ' ')} estimate became "
+                                   f"{estimates[name]} at step {state.step}: training diverged "
+                                   f"(try a lower learning_rate)")
+    state.history["eval_step"].append(state.step)
+    for name, value in estimates.items():
+        state.history[name].append(value)

@@ -15,6 +15,7 @@ from gptlib.attention import (
     average_softmax,
     causal_mask,
 )
+from gptlib.model import KVCache
 
 
 @pytest.fixture
@@ -246,27 +247,27 @@ def test_multi_head_with_a_cache_equals_one_pass_over_everything(x, return_weigh
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, n_head=2, block_size=7).eval()
     full = mha(x)
-    cache = {}
+    cache = KVCache(n_layer=1, block_size=7)
     first = mha(x[:, :4], cache=cache)  # prime with four positions
     pieces = [first]
     for t in range(4, 7):  # then one position at a time
         out = mha(x[:, t : t + 1], return_weights=return_weights, cache=cache)
         pieces.append(out[0] if return_weights else out)
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
-    assert cache["k"].shape == (3, 2, 7, 8)
+    assert cache.keys[0].shape == (3, 2, 7, 8)
 
 
 def test_multi_head_cache_takes_several_new_positions_at_once(x):
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, n_head=2, block_size=7).eval()
-    cache = {}
+    cache = KVCache(n_layer=1, block_size=7)
     mha(x[:, :3], cache=cache)
     torch.testing.assert_close(mha(x[:, 3:], cache=cache), mha(x)[:, 3:], atol=1e-5, rtol=1e-5)
 
 
 def test_the_cache_cannot_grow_past_the_block(x):
     mha = MultiHeadAttention(16, n_head=2, block_size=7).eval()
-    cache = {}
+    cache = KVCache(n_layer=1, block_size=7)
     mha(x, cache=cache)
     with pytest.raises(ValueError, match="longer than block_size 7"):
         mha(x[:, :1], cache=cache)

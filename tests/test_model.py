@@ -79,22 +79,29 @@ def test_every_position_sees_only_the_past(model):
     assert not torch.allclose(a[:, 5:], b[:, 5:])
 
 
-def test_attention_weights_of_every_layer_on_request(model):
+def test_attention_weights_of_every_layer(model):
     idx = torch.randint(11, (2, 6))
-    logits, loss, attention = model(idx, return_attention=True)
-    assert len(attention) == 2 and attention[0].shape == (2, 2, 6, 6)
-    torch.testing.assert_close(logits, model(idx)[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(attention[1].sum(-1), torch.ones(2, 2, 6))
+    attention = model.attention_weights(idx)
+    assert attention.shape == (2, 2, 2, 6, 6)  # layer, batch, head, query, key
+    torch.testing.assert_close(attention.sum(-1), torch.ones(2, 2, 2, 6))
+    assert attention.triu(diagonal=1).abs().max() == 0  # no position reads the future
+
+
+def test_forward_always_returns_logits_and_loss(model):
+    idx = torch.randint(11, (2, 6))
+    logits, loss = model(idx)
+    assert logits.shape == (2, 6, 11) and loss is None
+    logits, loss = model(idx, idx)
+    assert loss.shape == () and loss > 0
 
 
 def test_attention_scores_give_the_same_weights(model):
     from gptlib.attention import attention_weights
 
     idx = torch.randint(11, (1, 6))
-    _, _, attention = model(idx, return_attention=True)
     scores = model.attention_scores(idx)
     assert scores.shape == (2, 2, 6, 6)
-    torch.testing.assert_close(attention_weights(scores), torch.cat(attention))
+    torch.testing.assert_close(attention_weights(scores), model.attention_weights(idx)[:, 0])
 
 
 def test_a_block_is_pre_norm_residual_attention_then_feed_forward():
@@ -130,7 +137,7 @@ def test_dropout_is_active_only_in_training():
 
 def test_training_takes_the_fused_attention_kernel_and_weights_take_the_explicit_path(monkeypatch):
     # Flash attention on a GPU needs scaled_dot_product_attention with is_causal and no
-    # mask tensor; the explicit path (mask, softmax, weights) is only for return_attention.
+    # mask tensor; the explicit path (mask, softmax, weights) is only for the weights.
     calls = []
     original = F.scaled_dot_product_attention
 
@@ -147,5 +154,26 @@ def test_training_takes_the_fused_attention_kernel_and_weights_take_the_explicit
     assert len(calls) == 2
     assert all(c["is_causal"] and c["attn_mask"] is None and c["dropout_p"] == 0.1 for c in calls)
     calls.clear()
-    model(idx, return_attention=True)
+    model.attention_weights(idx)
     assert calls == []
+
+
+def test_the_kv_cache_gives_the_logits_of_the_whole_sequence(model):
+    idx = torch.randint(11, (2, 8))
+    cache = model.new_cache()
+    first, _ = model(idx[:, :5], cache=cache)
+    rest = [model(idx[:, t : t + 1], cache=cache)[0] for t in range(5, 8)]
+    assert cache.length == 8 and cache.keys[1].shape == (2, 2, 8, 8)  # batch, head, position, size
+    torch.testing.assert_close(torch.cat([first, *rest], dim=1), model(idx)[0],
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_a_full_kv_cache_refuses_more_and_stays_as_it_was(model):
+    cache = model.new_cache()
+    model(torch.randint(11, (1, 7)), cache=cache)
+    keys = [k.clone() for k in cache.keys]
+    with pytest.raises(ValueError, match="the cache holds 7 positions: 2 more would pass block_size 8"):
+        model(torch.randint(11, (1, 2)), cache=cache)
+    assert cache.length == 7 and all(torch.equal(a, b) for a, b in zip(keys, cache.keys))
+    model(torch.randint(11, (1, 1)), cache=cache)  # one more still fits
+    assert cache.length == 8

@@ -87,7 +87,7 @@ class Recorder:
         return getattr(self.model, name)
 
     def __call__(self, idx, cache=None):
-        offset = cache[0]["k"].shape[2] if cache and "k" in cache[0] else 0
+        offset = cache.length if cache is not None else 0
         self.calls.append((offset, idx.shape[1]))
         return self.model(idx, cache=cache)
 

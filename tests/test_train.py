@@ -1,18 +1,23 @@
 import math
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gptlib.model import GPT, GPTConfig
+from gptlib.runtime import Runtime, autocast_dtype
 from gptlib.train import (
     TrainConfig,
+    TrainingDiverged,
+    TrainState,
     configure_optimizer,
     estimate_loss,
     full_loss,
     learning_rate_at,
     train,
+    training_step,
 )
 
 TINY = GPTConfig(vocab_size=7, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
@@ -97,9 +102,10 @@ def test_training_learns_a_simple_pattern_and_records_history():
                          warmup_iters=10, lr_decay_iters=150, eval_interval=50, eval_iters=4)
     seen = []
     history = train(model, data, data, config, progress=False,
-                    on_eval=lambda step, h: seen.append(step))
+                    on_eval=lambda step, h: seen.append(step)).history
     assert seen == [50, 100, 150]
     assert history["eval_step"] == [50, 100, 150]
+    assert history["step"] == list(range(1, 151))
     assert len(history["loss"]) == len(history["lr"]) == 150
     assert history["val_loss"][-1] < 0.05
     assert full_loss(model, data[:200]) < 0.1
@@ -127,7 +133,6 @@ def test_an_interrupted_training_keeps_what_it_learned():
 
 
 def test_precision_auto_is_float32_off_cuda_and_bad_choices_are_refused():
-    from gptlib.train import autocast_dtype
 
     assert autocast_dtype(torch.device("cpu")) == torch.float32
     assert autocast_dtype(torch.device("cpu"), "bfloat16") == torch.bfloat16
@@ -146,7 +151,8 @@ def test_bfloat16_autocast_trains_like_float32():
     runs = {}
     for dtype in (torch.float32, torch.bfloat16):
         model = tiny_model()
-        runs[dtype] = train(model, data, data, PATTERN_CONFIG, progress=False, dtype=dtype)
+        runs[dtype] = Runtime(dtype=dtype).train(model, data, data, PATTERN_CONFIG,
+                                                 progress=False).history
         assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
     f32, bf16 = runs[torch.float32]["loss"], runs[torch.bfloat16]["loss"]
     assert bf16[-1] < 0.5 * bf16[0]  # it learns
@@ -167,11 +173,12 @@ def test_float16_with_its_gradient_scaler_trains_like_float32(monkeypatch):
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
     data = torch.arange(2000) % 7
-    f32 = train(tiny_model(), data, data, PATTERN_CONFIG, progress=False)["loss"]
+    f32 = Runtime().train(tiny_model(), data, data, PATTERN_CONFIG, progress=False)
     f32_norms = norms.copy()
     norms.clear()
-    f16 = train(tiny_model(), data, data, PATTERN_CONFIG, progress=False,
-                dtype=torch.float16)["loss"]
+    f16 = Runtime(dtype=torch.float16).train(tiny_model(), data, data, PATTERN_CONFIG,
+                                             progress=False)
+    f32, f16 = f32.history["loss"], f16.history["loss"]
     assert f16[-1] < 0.1 * f16[0]
     assert max(abs(a - b) for a, b in zip(f32, f16)) < 0.05
     assert max(abs(a - b) / a for a, b in zip(f32_norms[:10], norms[:10])) < 0.05
@@ -181,6 +188,110 @@ def test_float16_with_its_gradient_scaler_trains_like_float32(monkeypatch):
                     reason="torch.compile on the CPU needs a C compiler")
 def test_compiled_training_takes_the_same_steps():
     data = torch.arange(2000) % 7
-    eager = train(tiny_model(), data, data, PATTERN_CONFIG, progress=False)
-    compiled = train(tiny_model(), data, data, PATTERN_CONFIG, progress=False, compile=True)
-    assert max(abs(a - b) for a, b in zip(eager["loss"], compiled["loss"])) < 1e-3
+    eager = train(tiny_model(), data, data, PATTERN_CONFIG, progress=False).history["loss"]
+    compiled = Runtime(compile=True).train(tiny_model(), data, data, PATTERN_CONFIG,
+                                           progress=False).history["loss"]
+    assert max(abs(a - b) for a, b in zip(eager, compiled)) < 1e-3
+
+
+# --- the loop trains any model; what it logs and when ----------------------------------
+
+
+def test_the_cosine_follows_max_iters_unless_told_otherwise():
+    config = TrainConfig(max_iters=100, learning_rate=1e-3, min_lr=1e-4, warmup_iters=10)
+    assert config.lr_decay_iters is None and config.decay_iters == 100
+    assert learning_rate_at(99, config) == pytest.approx(1e-4, rel=1e-2)  # the end of the cosine
+    longer = TrainConfig(max_iters=100, learning_rate=1e-3, min_lr=1e-4, warmup_iters=10,
+                         lr_decay_iters=1000)
+    assert learning_rate_at(99, longer) > 9e-4
+
+
+def test_the_loop_trains_the_bigram_and_the_attention_model_too():
+    from gptlib.attention import AttentionLM
+    from gptlib.bigram import BigramLanguageModel
+
+    data = torch.arange(2000) % 7
+    config = TrainConfig(batch_size=8, max_iters=100, learning_rate=1e-2, min_lr=1e-3,
+                         warmup_iters=5, eval_interval=100, eval_iters=2)
+    torch.manual_seed(0)
+    bigram = BigramLanguageModel(7)
+    fast = replace(config, learning_rate=0.3, min_lr=0.03)  # a table of logits: large steps
+    state = train(bigram, data, data, fast, block_size=8, progress=False)
+    assert state.step == 100 and state.history["val_loss"][-1] < 0.5  # each next token is certain
+    torch.manual_seed(0)
+    attention = AttentionLM(7, n_embd=16, n_head=2, block_size=8)
+    assert train(attention, data, data, config, progress=False).history["val_loss"][-1] < 0.5
+    with pytest.raises(ValueError, match="pass block_size="):
+        train(BigramLanguageModel(7), data, data, config, progress=False)
+
+
+def test_losses_are_read_off_the_device_only_every_log_interval_steps():
+    data = torch.arange(2000) % 7
+    config = TrainConfig(batch_size=4, max_iters=20, eval_interval=20, eval_iters=1,
+                         log_interval=5, warmup_iters=2)
+    model = tiny_model()
+    logged = []
+    state = TrainState.start(model, config)
+    train(model, data, data, config, state, progress=False,
+          should_stop=lambda: logged.append(len(state.history["loss"])) or False)
+    # Asked during step k (1-based), before that step is logged: 5 * ((k - 1) // 5) losses.
+    assert logged == [5 * ((k - 1) // 5) for k in range(1, 21)]
+    assert len(state.history["loss"]) == len(state.history["step"]) == 20
+
+
+def test_a_loss_that_is_not_finite_stops_training_and_names_the_step():
+    data = torch.arange(2000) % 7
+    config = TrainConfig(batch_size=4, max_iters=50, eval_interval=10, eval_iters=1,
+                         log_interval=1, warmup_iters=0)
+    steps = []
+
+    def poisoned_step(model, optimizer, x, y, grad_clip):
+        steps.append(len(steps) + 1)
+        loss = torch.tensor(float("nan") if len(steps) == 13 else 1.0)
+        return loss
+
+    evaluations = []
+    with pytest.raises(TrainingDiverged, match="the loss became nan at step 13"):
+        train(tiny_model(), data, data, config, progress=False, step_fn=poisoned_step,
+              on_eval=lambda step, h: evaluations.append(step))
+    assert steps[-1] == 13 and evaluations == [10]  # no evaluation (no checkpoint) after it
+
+
+def test_weights_that_became_nan_are_caught_before_on_eval():
+    data = torch.arange(2000) % 7
+    config = TrainConfig(batch_size=4, max_iters=10, eval_interval=5, eval_iters=1)
+    model = tiny_model()
+    steps = []
+
+    def break_the_weights(model, optimizer, x, y, grad_clip):
+        loss = training_step(model, optimizer, x, y, grad_clip)
+        steps.append(loss)
+        if len(steps) == 5:  # the step's own loss is finite; the weights after it are not
+            with torch.no_grad():
+                model.lm_head.weight.fill_(float("inf"))
+        return loss
+
+    with pytest.raises(TrainingDiverged, match="estimate became nan at step 5"):
+        train(model, data, data, config, progress=False, step_fn=break_the_weights,
+              on_eval=lambda step, h: pytest.fail("on_eval saw the diverged model"))
+
+
+def test_training_in_two_halves_with_the_state_equals_training_straight_through():
+    data = torch.arange(3000) % 7
+    config = TrainConfig(batch_size=4, max_iters=12, lr_decay_iters=12, eval_interval=6,
+                         eval_iters=1, warmup_iters=2)
+    straight = tiny_model(seed=1)
+    a = train(straight, data, data, config, progress=False)
+    halves = tiny_model(seed=1)
+    b = train(halves, data, data, replace(config, max_iters=6), progress=False)
+    b = train(halves, data, data, config, b, progress=False)
+    assert a.step == b.step == 12
+    for (name, x), y in zip(straight.state_dict().items(), halves.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+
+def test_the_runtime_step_in_float32_is_the_plain_step():
+    data = torch.arange(2000) % 7
+    plain = train(tiny_model(), data, data, PATTERN_CONFIG, progress=False).history
+    wrapped = Runtime().train(tiny_model(), data, data, PATTERN_CONFIG, progress=False).history
+    assert plain == wrapped
