@@ -38,6 +38,7 @@ from gptlib.runtime import (
 from gptlib.sample import check_sampling, check_window_shift, stream_text
 from gptlib.train import TrainConfig, TrainingDiverged, TrainState, full_loss
 
+COMMANDS = ("train", "sample", "eval", "presets")
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -146,6 +147,17 @@ def cmd_train(args) -> int:
     runtime = Runtime(device, autocast_dtype(device, args.precision), args.compile, distributed)
 
     # Everything is checked before the data is read and before anything is written.
+    created = not out.exists()
+    try:
+        return train_in(out, args, overrides, distributed, device, runtime)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before its first checkpoint leaves nothing
+        raise
+
+
+def train_in(out: Path, args, overrides: dict, distributed, device, runtime) -> int:
+    """Hold ``out``, check the settings, read the data, and train."""
     with contextlib.ExitStack() as held:
         locked = distributed.is_main and out.is_dir()
         if locked:
@@ -352,7 +364,9 @@ class Parser(argparse.ArgumentParser):
             hint = f" (did you mean {close[0]}?)" if close else ""
             message = f"unknown option {name}{hint}" if name.startswith("-") else \
                 f"unexpected argument {word!r}"
-        self.exit(EXIT_USAGE, f"error: {message}; see '{self.prog} --help'\n")
+        command = getattr(self, "_command_given", None)
+        prog = f"{self.prog} {command}" if command in COMMANDS else self.prog
+        self.exit(EXIT_USAGE, f"error: {message}; see '{prog} --help'\n")
 
     def _all_actions(self):
         """This parser's options, and those of the command given (argparse reports unknown

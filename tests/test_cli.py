@@ -1,5 +1,6 @@
 """The command line, run in-process (fast) and once as a real `python -m gptlib` process."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -9,11 +10,11 @@ import pytest
 import torch
 
 from gptlib.checkpoint import FILENAME, load_checkpoint
-from gptlib.cli import main, parse_overrides, UsageError
+from gptlib.cli import main
 
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
         "--batch_size", "4", "--max_iters", "6", "--eval_interval", "3", "--eval_iters", "2",
-        "--warmup_iters", "2", "--lr_decay_iters", "6", "--quiet"]
+        "--warmup_iters", "2", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +105,17 @@ def test_bad_sampling_input_is_one_line_and_exit_2(run, capsys, args, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--n_layr", "2"], "unknown option --n_layr (did you mean --n_layer?)"),
     (["--n_embd", "30", "--n_head", "4"], "must be divisible by n_head"),
     (["--dropout", "1.5"], "dropout must be in [0, 1)"),
     (["--learning_rate", "0"], "learning_rate must be > 0"),
     (["--n_layer", "-1"], "n_layer must be a positive"),
-    (["--batch_size", "two"], "--batch_size takes a number"),
+    (["--learning_rate", "nan"], "learning_rate must be > 0"),
+    (["--grad_clip", "inf"], "grad_clip must be >= 0"),
     (["--precision", "float16", "--device", "cpu"], "float16 training needs a CUDA GPU"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--lr_decay_iters", "0"], "lr_decay_iters must be a positive"),
+    (["--n_embd", "16384", "--n_head", "16", "--n_layer", "48", "--block_size", "1024",
+      "--batch_size", "64"], "a training step of this model needs at least"),
 ])
 def test_bad_training_input_is_one_line_and_changes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "run"
@@ -118,6 +123,46 @@ def test_bad_training_input_is_one_line_and_changes_nothing(tmp_path, capsys, ar
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch_size", "two"], "argument --batch_size: invalid int value: 'two'"),
+    (["--n_layr", "2"], "unknown option --n_layr (did you mean --n_layer?); "
+                        "see 'python -m gptlib train --help'"),
+    (["--learning-rate", "2"], "unknown option --learning-rate (did you mean --learning_rate?)"),
+    (["--max_it", "2"], "unknown option --max_it (did you mean --max_iters?)"),
+    (["stray"], "unexpected argument 'stray'"),
+])
+def test_option_mistakes_are_one_line_with_a_suggestion(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--out", str(out), *args])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_help_lists_every_setting_of_both_configs_with_its_default_and_meaning(capsys):
+    from dataclasses import fields
+
+    from gptlib.model import GPTConfig
+    from gptlib.presets import PRESETS
+    from gptlib.train import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    cpu = PRESETS["cpu"]
+    for config in (cpu.model, cpu.train):
+        for f in fields(config):
+            if f.name == "vocab_size":
+                assert "--vocab_size" not in text  # the data decides it
+                continue
+            kind = "INT" if f.type.startswith("int") else "FLOAT"
+            default = getattr(config, f.name)
+            shown = "max_iters" if default is None else default
+            assert f"--{f.name} {kind} {f.metadata['help']} (default: {shown})" in text, f.name
 
 
 def test_train_refuses_to_overwrite_a_run_unless_asked(run, capsys):
@@ -139,11 +184,10 @@ def test_resume_continues_the_run(tmp_path, capsys):
     assert "cannot change the model's shape" in capsys.readouterr().err
 
 
-def test_parse_overrides_accepts_both_spellings():
-    assert parse_overrides(["--n-layer", "2", "--learning_rate=3e-4"]) == {
-        "n_layer": 2, "learning_rate": 3e-4}
-    with pytest.raises(UsageError, match="needs a value"):
-        parse_overrides(["--n_layer"])
+def test_an_option_with_an_equals_sign_works_too(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY, "--max_iters=3", "--eval_interval=3"]) == 0
+    assert load_checkpoint(out).step == 3
 
 
 def test_python_dash_m_gptlib_runs_as_a_program(run):
@@ -167,7 +211,8 @@ def test_resume_is_bit_identical_to_training_straight_through(tmp_path):
     # Dropout on, so the global random state matters too.
     shape = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
              "--batch_size", "4", "--eval_interval", "4", "--eval_iters", "2",
-             "--warmup_iters", "2", "--lr_decay_iters", "8", "--dropout", "0.1", "--quiet"]
+             "--warmup_iters", "2", "--lr_decay_iters", "8", "--dropout", "0.1", "--quiet",
+             "--log_interval", "3"]
     straight, halves = tmp_path / "straight", tmp_path / "halves"
     assert main(["train", "--out", str(straight), "--max_iters", "8", *shape]) == 0
     assert main(["train", "--out", str(halves), "--max_iters", "4", *shape]) == 0
@@ -268,6 +313,8 @@ def test_train_and_eval_on_another_text(tmp_path, capsys):
     (["sample"], "the following arguments are required: --checkpoint"),
     (["fly"], "invalid choice: 'fly'"),
     (["sample", "--checkpoint", "x", "--tokens", "ten"], "invalid int value: 'ten'"),
+    (["sample", "--checkpoint", "x", "--top_k", "3"], "unknown option --top_k (did you mean --top-k?)"),
+    (["eval", "--checkpoint", "x", "--n_layer", "3"], "unknown option --n_layer"),
 ])
 def test_argument_mistakes_are_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as exit:
@@ -275,3 +322,82 @@ def test_argument_mistakes_are_one_line(capsys, argv, message):
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and err.startswith("error: ")
+
+
+# --- bad input, found by trying: one line, exit 2, nothing changed ---------------------------
+
+
+def test_out_naming_a_file_is_refused(tmp_path, capsys):
+    out = tmp_path / "notes.txt"
+    out.write_text("keep me")
+    assert main(["train", "--out", str(out), *TINY]) == 2
+    assert "is a file; name a directory" in capsys.readouterr().err
+    assert out.read_text() == "keep me"
+
+
+def test_a_data_folder_that_is_a_file_is_refused(tmp_path, monkeypatch, capsys):
+    (tmp_path / "data").write_text("")
+    monkeypatch.setenv("GPTLIB_DATA_DIR", str(tmp_path / "data"))
+    assert main(["train", "--out", str(tmp_path / "run"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "GPTLIB_DATA_DIR=" in err and "is a file" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_diverging_run_stops_at_once_and_keeps_its_last_good_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    shape = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
+             "--batch_size", "4", "--eval_iters", "1", "--quiet", "--warmup_iters", "0",
+             "--log_interval", "1"]
+    assert main(["train", "--out", str(out), *shape, "--max_iters", "4", "--eval_interval", "4",
+                 "--lr_decay_iters", "1000"]) == 0
+    good = (out / FILENAME).read_bytes()
+    capsys.readouterr()
+    # Resumed with a learning rate so large that the weights blow up at once.
+    assert main(["train", "--out", str(out), "--resume", "--max_iters", "1000",
+                 "--learning_rate", "1e6", "--min_lr", "0", "--grad_clip", "0",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "the checkpoint of step 4 is kept" in err
+    assert err.count("\n") == 1 and re.search(r"at step (5|6|7|8)\b", err)
+    assert (out / FILENAME).read_bytes() == good
+
+
+def test_a_run_that_diverges_before_its_first_checkpoint_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY, "--learning_rate", "1e6", "--min_lr", "0",
+                 "--grad_clip", "0", "--warmup_iters", "0", "--log_interval", "1"]) == 2
+    assert "nothing was saved" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_second_run_on_the_same_folder_is_refused_and_a_crashed_run_leaves_no_lock(
+        tmp_path, capsys, wait_for_checkpoint):
+    out = tmp_path / "run"
+    process = start_training(out)
+    try:
+        wait_for_checkpoint(out, process)
+        assert main(["train", "--out", str(out), "--overwrite", *TINY]) == 2
+        assert "another training run is writing to" in capsys.readouterr().err
+    finally:
+        process.kill()  # a crash: no clean-up at all
+        process.wait(timeout=30)
+    assert main(["train", "--out", str(out), "--resume", "--max_iters",
+                 str(load_checkpoint(out).step + 2), "--quiet"]) == 0
+
+
+def test_resume_with_another_preset_is_refused(run, capsys):
+    before = (run / FILENAME).read_bytes()
+    assert main(["train", "--out", str(run), "--resume", "--preset", "gpu",
+                 "--max_iters", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained with the preset cpu" in err and "drop --preset gpu" in err
+    assert (run / FILENAME).read_bytes() == before
+
+
+def test_a_byte_order_mark_is_not_part_of_the_vocabulary(tmp_path):
+    data = tmp_path / "bom.txt"
+    data.write_bytes(("\ufeff" + "To be, or not to be: that is the question.\n" * 20).encode())
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--data", str(data), *TINY]) == 0
+    assert "\ufeff" not in load_checkpoint(out).tokenizer.vocab
