@@ -19,3 +19,32 @@ def use_shared_data_if_present() -> None:
 
 
 use_shared_data_if_present()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run every notebook a second time, in the same kernel, right after nbval's first run.
+
+    nbval runs a notebook's cells in order in a fresh kernel, one test per cell. The
+    copies added here run the same cells again in that kernel before nbval stops it,
+    as a learner who presses "Run All" a second time would; they check for errors, not
+    outputs (a second run may draw other random numbers).
+    """
+    try:
+        from nbval.plugin import IPyNbCell
+    except ImportError:  # nbval not installed: no notebooks are collected either
+        return
+    result = []
+    for i, item in enumerate(items):
+        result.append(item)
+        following = items[i + 1] if i + 1 < len(items) else None
+        last_of_notebook = isinstance(item, IPyNbCell) and (
+            following is None or following.parent is not item.parent)
+        if last_of_notebook:
+            cells = [it for it in items if isinstance(it, IPyNbCell) and it.parent is item.parent]
+            for cell in cells:
+                options = type(cell.options)(bool, cell.options)
+                options["check"] = False
+                result.append(IPyNbCell.from_parent(
+                    item.parent, name=f"{cell.name} again", cell_num=cell.cell_num,
+                    cell=cell.cell, options=options))
+    items[:] = result

@@ -1,0 +1,25 @@
+"""gptlib: the library the course's notebooks derive, one module per idea.
+
+Each module belongs to the chapter that builds it, and imports only from earlier ones:
+
+==========================  =======  ==========================================================
+module                      chapter  what it holds
+==========================  =======  ==========================================================
+``gptlib.data``             01       the corpus (download, checksum, cache), CharTokenizer,
+                                     train/val split, get_batch
+``gptlib.bigram``           02       the bigram model, by counting and as a network
+``gptlib.attention``        03-04    averaging the past, causal mask, scaled scores, Head,
+                                     MultiHeadAttention, AttentionLM
+``gptlib.positional``       05       learned, sinusoidal and rotary positions
+``gptlib.model``            06       GPTConfig, FeedForward, Block, GPT, KVCache (used in 08)
+``gptlib.train``            07       TrainConfig, AdamW groups, the schedule, the loop
+                                     (train, training_step, TrainState), estimates, full_loss
+``gptlib.runtime``          07       device, precision, torch.compile, several GPUs (DDP),
+                                     wrapped around the loop; a step's memory
+``gptlib.checkpoint``       07       one safetensors file per run, atomic, no pickle
+``gptlib.presets``          07       the named recipes: cpu, classic-cpu, gpu
+``gptlib.sample``           08       temperature, top-k, top-p, streaming, the KV cache's window
+``gptlib.viz``              all      heatmaps, the live loss plot, the interactive explorers
+``gptlib.cli``              -        python -m gptlib train | sample | eval | presets
+==========================  =======  ==========================================================
+"""

@@ -40,7 +40,10 @@ class LearnedPositionalEmbedding(nn.Module):
 
 
 def sinusoidal_encoding(T: int, n_embd: int, base: float = 10000.0) -> torch.Tensor:
-    """``(T, n_embd)``: ``PE[t, 2i] = sin(t w_i)``, ``PE[t, 2i+1] = cos(t w_i)``, ``w_i = base^(-2i/n_embd)``."""
+    """``(T, n_embd)``: ``PE[t, 2i] = sin(t w_i)``, ``PE[t, 2i+1] = cos(t w_i)``.
+
+    The frequencies fall geometrically: ``w_i = base^(-2i/n_embd)``.
+    """
     if n_embd % 2 != 0:
         raise ValueError(f"sinusoidal encoding needs an even n_embd, got {n_embd}")
     positions = torch.arange(T, dtype=torch.float32).unsqueeze(1)  # (T, 1)

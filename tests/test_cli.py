@@ -146,9 +146,7 @@ def test_option_mistakes_are_one_line_with_a_suggestion(tmp_path, capsys, args, 
 def test_help_lists_every_setting_of_both_configs_with_its_default_and_meaning(capsys):
     from dataclasses import fields
 
-    from gptlib.model import GPTConfig
     from gptlib.presets import PRESETS
-    from gptlib.train import TrainConfig
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])

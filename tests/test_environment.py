@@ -1,22 +1,36 @@
 """The project's set-up files agree with each other."""
 
 import re
-from importlib.metadata import requires
+import sys
 from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parent.parent
 CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def pyproject_lines() -> list[str]:
+    """Every requirement of gptlib and of its extras, as written in pyproject.toml."""
+    lines = list(PROJECT["dependencies"])
+    for extra in PROJECT["optional-dependencies"].values():
+        lines += extra
+    return lines
 
 
 def pyproject_requirements() -> dict[str, str]:
     """name -> version specifier, for gptlib's dependencies and all its extras."""
     found = {}
-    for line in requires("gptlib"):
+    for line in pyproject_lines():
         req = Requirement(line)
-        if req.name != "gptlib":  # the "dev" extra only gathers the other extras
+        if req.name != "gptlib" and req.marker is None:  # "dev" only gathers the other extras
             found[req.name.lower()] = str(req.specifier)
     return found
 
@@ -50,12 +64,28 @@ def test_environment_yml_installs_gptlib_itself():
 def test_torch_requirement_takes_2_13_and_nothing_newer():
     # CI's machines install torch 2.13.0 from a local CPU wheel; a newer release
     # would make pip download a multi-GB CUDA build.
-    spec = Requirement(next(r for r in requires("gptlib") if r.startswith("torch"))).specifier
+    spec = Requirement(next(r for r in PROJECT["dependencies"] if r.startswith("torch"))).specifier
     assert spec.contains("2.13.0") and spec.contains("2.13.0+cpu")
     assert not spec.contains("2.13.1") and not spec.contains("2.14.0")
 
 
 def test_python_requirement_matches_the_readme():
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    assert 'requires-python = ">=3.10"' in pyproject
+    assert PROJECT["requires-python"] == ">=3.10"
     assert "Python ≥ 3.10" in (ROOT / "README.md").read_text()
+
+
+IMPORT_NAMES = {"pyyaml": "yaml", "ipython": "IPython"}  # PyPI name -> module
+STANDARD = set(sys.stdlib_module_names) | {"gptlib", "conftest"}
+
+
+def test_every_package_the_project_imports_is_declared():
+    declared = {IMPORT_NAMES.get(name, name.replace("-", "_")) for name in pyproject_requirements()}
+    declared.add("tomli")  # Python 3.10 only, declared with a marker
+    imported = set()
+    for path in [*ROOT.glob("gptlib/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("benchmarks/*.py"),
+                 *ROOT.glob(".ci/*.py"), *ROOT.glob("assets/*/*.py")]:
+        for match in re.finditer(r"^\s*(?:from|import) ([A-Za-z_][A-Za-z0-9_]*)",
+                                 path.read_text(), flags=re.M):
+            imported.add(match.group(1))
+    missing = sorted(imported - declared - STANDARD)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"

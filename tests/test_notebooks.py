@@ -81,3 +81,23 @@ class TestNotebook:
         assert cells[0]["cell_type"] == "markdown" and source(cells[0]).startswith("# ")
         ending = source(cells[-1])
         assert "## What we learned" in ending and "## Exercises" in ending
+
+
+def test_every_notebook_runs_a_second_time_in_the_same_kernel():
+    """The second run (conftest.py) really shares nbval's kernel, and its errors fail the suite."""
+    import subprocess
+    import sys
+
+    folder = Path(__file__).resolve().parent.parent / "test-artifacts" / "second-run"
+    folder.mkdir(parents=True, exist_ok=True)
+    cells = [{"cell_type": "code", "metadata": {}, "execution_count": 1, "outputs": [],
+              "source": "assert 'seen' not in globals(), 'this kernel ran me before'\nseen = True"}]
+    notebook = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+                "metadata": {"kernelspec": {"name": "python3", "language": "python",
+                                            "display_name": "Python 3"}}}
+    (folder / "runs_once.ipynb").write_text(json.dumps(notebook))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(folder / "runs_once.ipynb")], capture_output=True, text=True,
+                          cwd=folder.parent.parent, timeout=120)
+    assert "1 failed, 1 passed" in done.stdout, done.stdout[-2000:]
+    assert "Cell 0 again" in done.stdout and "this kernel ran me before" in done.stdout
