@@ -42,7 +42,9 @@ class CheckpointError(RuntimeError):
 def checkpoint_path(path) -> Path:
     """A run directory or a checkpoint file -> the checkpoint file."""
     path = Path(path)
-    return path / FILENAME if path.is_dir() or path.suffix != ".safetensors" else path
+    if path.is_file() or (path.suffix == ".safetensors" and not path.is_dir()):
+        return path
+    return path / FILENAME
 
 
 def save_checkpoint(path, model: GPT, tokenizer: CharTokenizer, *, train_config=None,

@@ -183,7 +183,11 @@ def train_in(out: Path, args, overrides: dict, distributed, device, runtime) -> 
             model = GPT(model_config).to(device)
             state = None
         if distributed.is_main and not locked:
-            out.mkdir(parents=True, exist_ok=True)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UsageError(f"cannot make the run directory {out}: "
+                                 f"{error.strerror or error}") from None
             held.enter_context(run_lock(out))
         preset = ckpt.preset if ckpt else (args.preset or "cpu")
         return run_training(args, out, runtime, model, tokenizer, train_config, state,

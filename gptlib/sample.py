@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 def check_sampling(vocab_size: int, temperature: float = 1.0, top_k=None, top_p=None) -> None:
     """Raise ValueError, with a one-line message, for settings that cannot be sampled with."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < temperature < float("inf"):
+        raise ValueError(f"temperature must be a number > 0, got {temperature}")
     if top_k is not None and not 1 <= top_k <= vocab_size:
         raise ValueError(f"top_k must be between 1 and the vocabulary size {vocab_size}, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:

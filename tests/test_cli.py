@@ -89,7 +89,8 @@ def test_a_long_prompt_is_cropped_with_a_note(run, capsys):
     (["--tokens", "0"], "--tokens must be a positive"),
     (["--tokens", "-3"], "--tokens must be a positive"),
     (["--prompt", ""], "prompt is empty"),
-    (["--temperature", "0"], "temperature must be > 0"),
+    (["--temperature", "0"], "temperature must be a number > 0"),
+    (["--temperature", "inf"], "temperature must be a number > 0"),
     (["--top-k", "0"], "top_k must be between 1 and the vocabulary size 65"),
     (["--top-k", "66"], "top_k must be between 1"),
     (["--top-p", "1.5"], r"top_p must be in (0, 1]"),
@@ -114,6 +115,7 @@ def test_bad_sampling_input_is_one_line_and_exit_2(run, capsys, args, message):
     (["--precision", "float16", "--device", "cpu"], "float16 training needs a CUDA GPU"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--lr_decay_iters", "0"], "lr_decay_iters must be a positive"),
+    (["--seed", str(2**70)], "seed must be a whole number from 0 to 2**63 - 1"),
     (["--n_embd", "16384", "--n_head", "16", "--n_layer", "48", "--block_size", "1024",
       "--batch_size", "64"], "a training step of this model needs at least"),
 ])
@@ -399,3 +401,17 @@ def test_a_byte_order_mark_is_not_part_of_the_vocabulary(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--data", str(data), *TINY]) == 0
     assert "\ufeff" not in load_checkpoint(out).tokenizer.vocab
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["train", "--out", str(tmp_path / "file" / "run"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "cannot make the run directory" in err and err.count("\n") == 1
+
+
+def test_a_checkpoint_option_naming_another_kind_of_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    assert main(["eval", "--checkpoint", str(tmp_path / "notes.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt is not a readable checkpoint" in err and err.count("\n") == 1

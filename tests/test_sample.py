@@ -40,7 +40,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(temperature=0), "temperature must be > 0"),
+    (dict(temperature=0), "temperature must be a number > 0"),
     (dict(top_k=0), "top_k must be between 1 and the vocabulary size 12"),
     (dict(top_k=13), "top_k must be between 1"),
     (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
