@@ -255,9 +255,8 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: Train
     device = next(model.parameters()).device
     pending = []  # (step, learning rate, loss) of the steps whose loss is still on the device
     model.train()
-    bar = tqdm(range(state.step, config.max_iters), initial=state.step, total=config.max_iters,
-               disable=not progress, unit="step")
-    for step in bar:
+    bar = tqdm(initial=state.step, total=config.max_iters, disable=not progress, unit="step")
+    for step in range(state.step, config.max_iters):
         lr = learning_rate_at(step, config)
         for group in state.optimizer.param_groups:
             group["lr"] = lr
@@ -265,13 +264,14 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: Train
         loss = step_fn(model, state.optimizer, x, y, config.grad_clip)
         state.step = step + 1
         pending.append((state.step, lr, loss))
+        bar.update()
         stop = should_stop is not None and should_stop()
         evaluate = state.step % config.eval_interval == 0 or state.step == config.max_iters
         if evaluate or stop or state.step % config.log_interval == 0:
             _log(state, pending, bar)
         if evaluate:
             _evaluate(model, train_data, val_data, config, state, block_size)
-            bar.set_postfix(val=f"{state.history['val_loss'][-1]:.3f}", refresh=False)
+            _show(bar, state.history)
             if on_eval is not None:
                 on_eval(state.step, state.history)
         if stop:
@@ -295,7 +295,15 @@ def _log(state: TrainState, pending: list, bar) -> None:
     state.history["step"].extend(steps)
     state.history["lr"].extend(rates)
     state.history["loss"].extend(losses)
-    bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    _show(bar, state.history)
+
+
+def _show(bar, history: dict) -> None:
+    """The latest loss and validation estimate, beside the progress bar."""
+    shown = {"loss": f"{history['loss'][-1]:.3f}"}
+    if history["val_loss"]:
+        shown["val"] = f"{history['val_loss'][-1]:.3f}"
+    bar.set_postfix(shown, refresh=False)
 
 
 def _evaluate(model, train_data, val_data, config, state, block_size) -> None:

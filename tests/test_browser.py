@@ -76,6 +76,7 @@ def lab(tmp_path_factory):
         f"--ServerApp.root_dir={home / 'notebooks'}",
         f"--LabApp.user_settings_dir={home / 'settings'}",
         f"--LabApp.workspaces_dir={home / 'workspaces'}",
+        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: open notebooks in one page
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # CI runs as root
@@ -225,32 +226,46 @@ def open_notebook(page, base: str, token: str, name: str, n_code_cells: int) -> 
     wait_until(lambda: len(prompts(page)) == n_code_cells, 60, "the notebook to render")
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_opens_with_its_saved_outputs_and_no_error(lab, browser, notebook):
-    base, token = lab
+def check_saved_outputs(page, notebook: Path) -> None:
+    """The notebook on the page shows what its file holds: prompts, outputs, pictures."""
     cells = saved(notebook)
+    wait_until(lambda: len(prompts(page)) == len(cells), 60, f"{notebook.name} to render")
+    assert prompts(page) == [f"[{c['execution_count']}]:" for c in cells], notebook.name
+    areas = page.locator(".jp-CodeCell .jp-OutputArea")
+    shown = [areas.nth(i).locator(".jp-OutputArea-output").count() for i in range(len(cells))]
+    assert [n > 0 for n in shown] == [bool(c["outputs"]) for c in cells], notebook.name
+    errors = cell_errors(page)
+    assert not errors, f"{notebook.name}: a cell shows an error:\n{errors[0][:1000]}"
+    pictures = page.locator(".jp-OutputArea-output img")
+    expected = sum("image/png" in o.get("data", {}) for c in cells for o in c["outputs"])
+    assert pictures.count() == expected, notebook.name
+    for i in range(pictures.count()):
+        picture = pictures.nth(i)
+        picture.scroll_into_view_if_needed()
+        wait_until(lambda: picture.evaluate("img => img.complete && img.naturalWidth > 0"),
+                   10, f"a saved picture of {notebook.name} to show")
+
+
+def test_every_notebook_opens_with_its_saved_outputs_and_no_error(lab, browser):
+    """One JupyterLab page opens the notebooks one after the other, as a learner would."""
+    base, token = lab
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        open_notebook(page, base, token, notebook.name, len(cells))
-        assert prompts(page) == [f"[{c['execution_count']}]:" for c in cells]
-        areas = page.locator(".jp-CodeCell .jp-OutputArea")
-        shown = [areas.nth(i).locator(".jp-OutputArea-output").count() for i in range(len(cells))]
-        assert [n > 0 for n in shown] == [bool(c["outputs"]) for c in cells]
-        errors = cell_errors(page)
-        assert not errors, f"{notebook.name}: a cell shows an error:\n{errors[0][:1000]}"
-        pictures = page.locator(".jp-OutputArea-output img")
-        expected = sum("image/png" in o.get("data", {}) for c in cells for o in c["outputs"])
-        assert pictures.count() == expected
-        for i in range(pictures.count()):
-            picture = pictures.nth(i)
-            picture.scroll_into_view_if_needed()
-            wait_until(lambda: picture.evaluate("img => img.complete && img.naturalWidth > 0"),
-                       10, "a saved picture to show")
+        page.goto(f"{base}/lab/workspaces/saved-outputs?reset&token={token}")
+        page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
+        page.evaluate("() => window.jupyterapp.restored")
         ARTIFACTS.mkdir(exist_ok=True)
-        page.locator(".jp-Cell").first.scroll_into_view_if_needed()
-        page.screenshot(path=ARTIFACTS / f"{notebook.stem}.png")
-        page.locator(".jp-Cell").last.scroll_into_view_if_needed()
-        page.screenshot(path=ARTIFACTS / f"{notebook.stem}-end.png")
+        for notebook in NOTEBOOKS:
+            page.evaluate("""async path => {
+                const app = window.jupyterapp;
+                await app.commands.execute("application:close-all");
+                await app.commands.execute("docmanager:open", {path});
+            }""", notebook.name)
+            check_saved_outputs(page, notebook)
+            page.locator(".jp-Cell").first.scroll_into_view_if_needed()
+            page.screenshot(path=ARTIFACTS / f"{notebook.stem}.png")
+            page.locator(".jp-Cell").last.scroll_into_view_if_needed()
+            page.screenshot(path=ARTIFACTS / f"{notebook.stem}-end.png")
     finally:
         shut_down_kernels(base, token)
         page.close()

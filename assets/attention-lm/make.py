@@ -19,9 +19,9 @@ from gptlib.train import TrainConfig, full_loss, train
 
 SHAPE = dict(n_embd=32, n_head=4, block_size=32)
 # Chapter 2's optimiser: AdamW with PyTorch's defaults, a constant learning rate, no clipping.
-CONFIG = TrainConfig(batch_size=32, max_iters=3000, learning_rate=3e-3, min_lr=3e-3,
+CONFIG = TrainConfig(batch_size=32, max_iters=1000, learning_rate=1e-2, min_lr=1e-2,
                      warmup_iters=0, weight_decay=0.01, beta2=0.999, grad_clip=0.0,
-                     eval_interval=3000, eval_iters=10, seed=1)
+                     eval_interval=1000, eval_iters=10, seed=1)
 
 if __name__ == "__main__":
     text, tokenizer, train_data, val_data = load_dataset()
