@@ -20,6 +20,13 @@ def use_shared_data_if_present() -> None:
 
 use_shared_data_if_present()
 
+# The suite runs in two processes at once (pytest-xdist, pyproject.toml). Each must then
+# compute with one thread, it and every process it starts (notebook kernels, training
+# commands): two processes of two threads each on two cores wait on each other's
+# spinning threads and run several times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 
 def pytest_collection_modifyitems(session, config, items):
     """Run every notebook a second time, in the same kernel, right after nbval's first run.

@@ -33,7 +33,7 @@ class TrainConfig:
     min_lr: float = field(default=3e-5, metadata={"help": "learning rate at the end of the cosine"})
     warmup_iters: int = field(default=100, metadata={"help": "steps of linear warmup"})
     lr_decay_iters: int | None = field(
-        default=None, metadata={"help": "step where the cosine reaches min_lr (default: max_iters)"})
+        default=None, metadata={"help": "step where the cosine reaches min_lr"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW's decay, on matrices only"})
     beta1: float = field(default=0.9, metadata={"help": "AdamW's first-moment decay"})
     beta2: float = field(default=0.99, metadata={"help": "AdamW's second-moment decay"})

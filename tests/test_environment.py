@@ -75,7 +75,7 @@ def test_python_requirement_matches_the_readme():
 
 
 IMPORT_NAMES = {"pyyaml": "yaml", "ipython": "IPython"}  # PyPI name -> module
-STANDARD = set(sys.stdlib_module_names) | {"gptlib", "conftest"}
+STANDARD = set(sys.stdlib_module_names) | {"gptlib", "conftest", "browser"}  # ours
 
 
 def test_every_package_the_project_imports_is_declared():

@@ -96,7 +96,7 @@ def test_every_notebook_runs_a_second_time_in_the_same_kernel():
                 "metadata": {"kernelspec": {"name": "python3", "language": "python",
                                             "display_name": "Python 3"}}}
     (folder / "runs_once.ipynb").write_text(json.dumps(notebook))
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
                            str(folder / "runs_once.ipynb")], capture_output=True, text=True,
                           cwd=folder.parent.parent, timeout=120)
     assert "1 failed, 1 passed" in done.stdout, done.stdout[-2000:]

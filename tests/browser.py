@@ -1,11 +1,13 @@
-"""The course as a learner sees it: every notebook in JupyterLab, in a real browser.
+"""What the browser tests share: JupyterLab in headless chromium, and how to read its page.
 
 Starts JupyterLab on 127.0.0.1 (a free port, a random token, fresh settings and
 workspaces) over a copy of the notebooks. Every notebook is opened and must show its
 saved outputs, pictures included, and no error. Every notebook with an interactive
 explorer is run from the top (nbval has already run each one twice, so the others
 are not run again here), and every explorer must draw a picture and redraw it when
-any of its controls moves. Screenshots go to test-artifacts/.
+any of its controls moves. Screenshots go to test-artifacts/. The tests are in two files,
+test_browser_outputs.py and test_browser_explorers.py, so that the two test processes
+share the work; each starts a JupyterLab of its own.
 
 Needs Debian's chromium (``apt-get install chromium``) and Playwright for Python
 (installed with the course's test dependencies); without chromium the tests are
@@ -158,7 +160,7 @@ def cell_errors(page) -> list[str]:
             if "Traceback" in text or re.search(r"^\w+(Error|Exception)\b", text, re.M)]
 
 
-def settled(image, quiet_s: float = 1.0) -> str:
+def settled(image, quiet_s: float = 0.4) -> str:
     """The picture once it has stopped changing for ``quiet_s`` seconds."""
     src = image.get_attribute("src")
     while True:
@@ -246,65 +248,6 @@ def check_saved_outputs(page, notebook: Path) -> None:
                    10, f"a saved picture of {notebook.name} to show")
 
 
-def test_every_notebook_opens_with_its_saved_outputs_and_no_error(lab, browser):
-    """One JupyterLab page opens the notebooks one after the other, as a learner would."""
-    base, token = lab
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
-        page.goto(f"{base}/lab/workspaces/saved-outputs?reset&token={token}")
-        page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
-        page.evaluate("() => window.jupyterapp.restored")
-        ARTIFACTS.mkdir(exist_ok=True)
-        for notebook in NOTEBOOKS:
-            page.evaluate("""async path => {
-                const app = window.jupyterapp;
-                await app.commands.execute("application:close-all");
-                await app.commands.execute("docmanager:open", {path});
-            }""", notebook.name)
-            check_saved_outputs(page, notebook)
-            page.locator(".jp-Cell").first.scroll_into_view_if_needed()
-            page.screenshot(path=ARTIFACTS / f"{notebook.stem}.png")
-            page.locator(".jp-Cell").last.scroll_into_view_if_needed()
-            page.screenshot(path=ARTIFACTS / f"{notebook.stem}-end.png")
-    finally:
-        shut_down_kernels(base, token)
-        page.close()
-
-
-WITH_EXPLORERS = [p for p in NOTEBOOKS if any("Explorer(" in "".join(c["source"]) for c in saved(p))]
-
-
-def test_the_chapters_with_explorers_are_found():
-    assert [p.stem[:2] for p in WITH_EXPLORERS] == ["03", "04", "08"]
-
-
-@pytest.mark.parametrize("notebook", WITH_EXPLORERS, ids=lambda p: p.stem)
-def test_notebook_runs_in_jupyterlab_and_its_explorers_respond(lab, browser, notebook):
-    base, token = lab
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
-        n_code_cells = open_and_run(page, base, token, notebook.name)
-        errors = cell_errors(page)
-        assert not errors, f"{notebook.name}: a cell shows an error:\n{errors[0][:1000]}"
-        assert prompts(page) == [f"[{i}]:" for i in range(1, n_code_cells + 1)]
-
-        explorers = page.locator(".widget-vbox").filter(has=page.locator("img.widget-image"))
-        expected = sum("Explorer(" in "".join(c["source"]) for c in saved(notebook))
-        assert explorers.count() == expected, f"{expected} explorers in the notebook, " \
-                                              f"{explorers.count()} on the page"
-        ARTIFACTS.mkdir(exist_ok=True)
-        for i in range(explorers.count()):
-            box = explorers.nth(i)
-            box.scroll_into_view_if_needed()
-            box.screenshot(path=ARTIFACTS / f"{notebook.stem}-explorer{i}-before.png")
-            moved = exercise_explorer(page, box)
-            assert moved, "an explorer with no controls"
-            box.screenshot(path=ARTIFACTS / f"{notebook.stem}-explorer{i}-after.png")
-    finally:
-        shut_down_kernels(base, token)
-        page.close()
-
-
 def shut_down_kernels(base: str, token: str) -> None:
     """Free the CPU and memory of the notebook just run before the next one starts."""
     with urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=10) as response:
@@ -313,25 +256,3 @@ def shut_down_kernels(base: str, token: str) -> None:
         request = urllib.request.Request(f"{base}/api/sessions/{session['id']}?token={token}",
                                          method="DELETE")
         urllib.request.urlopen(request, timeout=30).close()
-
-
-def test_the_error_detector_sees_a_failing_cell(lab, browser):
-    """The check above is only worth something if it can fail: run a notebook that raises."""
-    base, token = lab
-    cells = [{"cell_type": "code", "metadata": {}, "source": "print('fine')", "outputs": [],
-              "execution_count": None},
-             {"cell_type": "code", "metadata": {}, "source": "1 / 0", "outputs": [],
-              "execution_count": None}]
-    notebook = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
-                "metadata": {"kernelspec": {"name": "python3", "language": "python",
-                                            "display_name": "Python 3 (ipykernel)"}}}
-    (page_root(base) / "zz_raises.ipynb").write_text(json.dumps(notebook))
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
-        open_and_run(page, base, token, "zz_raises.ipynb")
-        errors = cell_errors(page)
-        assert len(errors) == 1 and "ZeroDivisionError" in errors[0]
-        assert prompts(page) == ["[1]:", "[2]:"]
-    finally:
-        shut_down_kernels(base, token)
-        page.close()
