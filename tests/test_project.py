@@ -42,5 +42,5 @@ def test_both_commands_install_everything_the_same_way():
 
 def test_pytest_collects_the_notebooks_with_nbval_lax():
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert 'testpaths = ["tests", "notebooks"]' in pyproject
+    assert 'testpaths = ["notebooks", "tests"]' in pyproject
     assert 'addopts = "--nbval-lax -n 2 --dist loadfile"' in pyproject
