@@ -28,7 +28,7 @@ class TrainConfig:
     """How to train. The defaults are those of the course's ``gpu`` preset."""
 
     batch_size: int = field(default=64, metadata={"help": "windows per step"})
-    max_iters: int = field(default=5000, metadata={"help": "optimizer steps in all"})
+    max_iters: int = field(default=3500, metadata={"help": "optimizer steps in all"})
     learning_rate: float = field(default=3e-4, metadata={"help": "peak learning rate"})
     min_lr: float = field(default=3e-5, metadata={"help": "learning rate at the end of the cosine"})
     warmup_iters: int = field(default=100, metadata={"help": "steps of linear warmup"})
