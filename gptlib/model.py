@@ -105,14 +105,16 @@ class KVCache:
     def length(self) -> int:
         return 0 if self.keys[0] is None else self.keys[0].shape[2]
 
-    def check_room(self, n_new: int) -> None:
-        """Raise, changing nothing, if ``n_new`` more positions would not fit."""
-        if self.length + n_new > self.block_size:
-            raise ValueError(f"the cache holds {self.length} positions: {n_new} more would pass "
+    def check_room(self, n_new: int, layer: int = 0) -> None:
+        """Raise, changing nothing, if ``n_new`` more positions would not fit in ``layer``."""
+        held = 0 if self.keys[layer] is None else self.keys[layer].shape[2]
+        if held + n_new > self.block_size:
+            raise ValueError(f"the cache holds {held} positions: {n_new} more would pass "
                              f"block_size {self.block_size}")
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Append the new positions' keys and values of ``layer``; return all of that layer's."""
+        self.check_room(k.shape[2], layer)
         if self.keys[layer] is not None:
             k = torch.cat([self.keys[layer], k], dim=2)
             v = torch.cat([self.values[layer], v], dim=2)

@@ -139,8 +139,8 @@ class Runtime:
         main = self.distributed.is_main
         return train(model, train_data, val_data, config, state,
                      on_eval=on_eval if main else None,
-                     should_stop=self.agreed(should_stop) if self.distributed.enabled
-                     else should_stop,
+                     should_stop=self.agreed(should_stop, config.log_interval)
+                     if self.distributed.enabled else should_stop,
                      progress=progress and main, step_fn=self.training_step(model, config))
 
     def training_step(self, model, config: TrainConfig):
@@ -174,10 +174,17 @@ class Runtime:
 
         return step
 
-    def agreed(self, should_stop):
+    def agreed(self, should_stop, every: int):
         """Stop when any process is asked to, all at the same step (else the others would
-        wait for ever in the next gradient exchange)."""
+        wait for ever in the next gradient exchange). The processes vote every ``every``
+        steps: each vote makes them wait for one another."""
+        steps = 0
+
         def any_process_stops() -> bool:
+            nonlocal steps
+            steps += 1
+            if steps % every:
+                return False
             vote = torch.tensor([float(should_stop is not None and should_stop())],
                                 device=self.device)
             dist.all_reduce(vote)
@@ -197,12 +204,12 @@ def training_memory(config, batch_size: int) -> int:
     The weights, their gradients and AdamW's two moments (4 numbers per parameter),
     and what the forward pass keeps for the backward: per layer about 18 numbers
     per position and channel (the LayerNorms, queries, keys, values, the attention's
-    output, the feed-forward's 4x wider hidden layer before and after GELU) and the
-    attention weights (n_head x T x T per row); the logits and their gradient.
+    output, the feed-forward's 4x wider hidden layer before and after GELU); the logits
+    and their gradient. The fused attention keeps no T x T weights, so none are counted.
     """
     B, T, C, L = batch_size, config.block_size, config.n_embd, config.n_layer
     parameters = config.vocab_size * C * 2 + T * C + L * 12 * C * C
-    activations = L * (18 * B * T * C + config.n_head * B * T * T) + 3 * B * T * config.vocab_size
+    activations = L * 18 * B * T * C + 3 * B * T * config.vocab_size
     return 4 * (4 * parameters + activations)
 
 

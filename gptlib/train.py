@@ -256,27 +256,32 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: Train
     pending = []  # (step, learning rate, loss) of the steps whose loss is still on the device
     model.train()
     bar = tqdm(initial=state.step, total=config.max_iters, disable=not progress, unit="step")
-    for step in range(state.step, config.max_iters):
-        lr = learning_rate_at(step, config)
-        for group in state.optimizer.param_groups:
-            group["lr"] = lr
-        x, y = get_batch(train_data, config.batch_size, block_size, device, state.batches)
-        loss = step_fn(model, state.optimizer, x, y, config.grad_clip)
-        state.step = step + 1
-        pending.append((state.step, lr, loss))
-        bar.update()
-        stop = should_stop is not None and should_stop()
-        evaluate = state.step % config.eval_interval == 0 or state.step == config.max_iters
-        if evaluate or stop or state.step % config.log_interval == 0:
-            _log(state, pending, bar)
-        if evaluate:
-            _evaluate(model, train_data, val_data, config, state, block_size)
-            _show(bar, state.history)
-            if on_eval is not None:
-                on_eval(state.step, state.history)
-        if stop:
-            break
-    bar.close()
+    try:
+        for step in range(state.step, config.max_iters):
+            lr = learning_rate_at(step, config)
+            for group in state.optimizer.param_groups:
+                group["lr"] = lr
+            x, y = get_batch(train_data, config.batch_size, block_size, device, state.batches)
+            loss = step_fn(model, state.optimizer, x, y, config.grad_clip)
+            state.step = step + 1
+            pending.append((state.step, lr, loss))
+            bar.update()
+            stop = should_stop is not None and should_stop()
+            evaluate = state.step % config.eval_interval == 0 or state.step == config.max_iters
+            if evaluate or stop or state.step % config.log_interval == 0:
+                _log(state, pending, bar)
+            if evaluate:
+                _evaluate(model, train_data, val_data, config, state, block_size)
+                _show(bar, state.history)
+                if on_eval is not None:
+                    on_eval(state.step, state.history)
+            if stop:
+                break
+    except KeyboardInterrupt:  # a notebook's interrupt: keep the losses of the finished steps
+        _log(state, pending, bar)
+        raise
+    finally:
+        bar.close()
     _log(state, pending, bar)
     return state
 

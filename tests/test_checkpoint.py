@@ -48,6 +48,15 @@ def test_a_checkpoint_restores_everything(tmp_path):
             assert torch.equal(loaded["state"][index][key], value)
 
 
+def test_a_resumed_run_takes_weight_decay_and_betas_from_its_new_config(tmp_path):
+    model, config, state = trained()
+    save_checkpoint(tmp_path, model, TOKENIZER, train_config=config, state=state)
+    changed = TrainConfig(**{**config.to_dict(), "weight_decay": 0.5, "beta1": 0.8, "beta2": 0.9})
+    groups = load_checkpoint(tmp_path).train_state(changed).optimizer.param_groups
+    assert [g["weight_decay"] for g in groups] == [0.5, 0.0]  # matrices decay, the rest not
+    assert all(g["betas"] == (0.8, 0.9) for g in groups)
+
+
 def test_a_checkpoint_is_safetensors_with_json_metadata(tmp_path):
     from safetensors import safe_open
 

@@ -1,5 +1,7 @@
 """The command line, run in-process (fast) and once as a real `python -m gptlib` process."""
 
+import contextlib
+import math
 import re
 import signal
 import subprocess
@@ -9,6 +11,7 @@ import time
 import pytest
 import torch
 
+from gptlib import cli
 from gptlib.checkpoint import FILENAME, load_checkpoint
 from gptlib.cli import main
 
@@ -24,9 +27,6 @@ def run(tmp_path_factory):
     assert main(["train", "--preset", "cpu", "--out", str(out), "--overwrite", *TINY]) == 0
     return out
 
-
-def last_line(text):
-    return text.strip().splitlines()[-1]
 
 
 def test_presets_lists_every_preset_with_its_size(capsys):
@@ -44,10 +44,21 @@ def test_train_writes_a_checkpoint_with_the_overridden_shape(run):
     assert ckpt.history["eval_step"] == [3, 6]
 
 
-def test_eval_prints_the_full_validation_loss_last(run, capsys):
+def printed_loss(text: str) -> float:
+    """The loss `python -m gptlib eval` prints."""
+    return float(re.search(r"^loss \(nats per character\) +([0-9.]+)$", text, re.M).group(1))
+
+
+def test_eval_prints_loss_bits_per_character_and_perplexity(run, capsys):
     assert main(["eval", "--checkpoint", str(run)]) == 0
-    value = float(last_line(capsys.readouterr().out))
-    assert 2.5 < value < 4.5  # six steps of training: not much better than a uniform guess (4.17)
+    out = capsys.readouterr().out
+    loss = printed_loss(out)
+    assert 2.5 < loss < 4.5  # six steps of training: not much better than a uniform guess (4.17)
+    bits = float(re.search(r"^bits per character +([0-9.]+)$", out, re.M).group(1))
+    perplexity = float(re.search(r"^perplexity +([0-9.]+)$", out, re.M).group(1))
+    assert bits == pytest.approx(loss / math.log(2), abs=2e-4)
+    assert perplexity == pytest.approx(math.exp(loss), rel=1e-3)
+    assert "111,539 predictions" in out
 
 
 def test_sample_writes_the_prompt_then_the_requested_characters(run, capsys):
@@ -133,6 +144,8 @@ def test_bad_training_input_is_one_line_and_changes_nothing(tmp_path, capsys, ar
                         "see 'python -m gptlib train --help'"),
     (["--learning-rate", "2"], "unknown option --learning-rate (did you mean --learning_rate?)"),
     (["--max_it", "2"], "unknown option --max_it (did you mean --max_iters?)"),
+    (["--eval", "2"], "unknown option --eval (did you mean --eval_interval or --eval_iters?)"),
+    (["--lr", "2"], "unknown option --lr; see"),  # no far-fetched guess such as --min_lr
     (["stray"], "unexpected argument 'stray'"),
 ])
 def test_option_mistakes_are_one_line_with_a_suggestion(tmp_path, capsys, args, message):
@@ -194,7 +207,7 @@ def test_python_dash_m_gptlib_runs_as_a_program(run):
     done = subprocess.run([sys.executable, "-m", "gptlib", "eval", "--checkpoint", str(run)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
-    float(last_line(done.stdout))
+    printed_loss(done.stdout)
     bad = subprocess.run([sys.executable, "-m", "gptlib", "sample", "--checkpoint",
                           str(run / "nowhere")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
@@ -245,22 +258,34 @@ def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig, wait_
     assert 20 <= ckpt.step < 1_000_000 and len(ckpt.history["loss"]) == ckpt.step
     if sig == signal.SIGTERM:
         return  # resuming after either is the same: checked once, after SIGINT
+    # A run resumed from that checkpoint (not an evaluation's) that diverges keeps it.
+    diverging = start_training(out, "--resume", "--learning_rate", "1e6", "--min_lr", "0",
+                               "--grad_clip", "0", "--log_interval", "1")
+    _, stderr = diverging.communicate(timeout=120)
+    assert diverging.returncode == 2 and f"the checkpoint of step {ckpt.step} is kept" in stderr
     process = start_training(out, "--resume", "--max_iters", str(ckpt.step + 3))
     process.communicate(timeout=120)
     assert process.returncode == 0 and load_checkpoint(out).step == ckpt.step + 3
 
 
-def test_a_second_interrupt_quits_at_once_and_leaves_a_whole_checkpoint(tmp_path,
-                                                                       wait_for_checkpoint):
+def test_two_quick_interrupts_leave_a_whole_checkpoint(tmp_path, wait_for_checkpoint):
     out = tmp_path / "run"
     process = start_training(out)
     wait_for_checkpoint(out, process)
     process.send_signal(signal.SIGINT)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)  # may land before or after the first is handled
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
     assert "Traceback" not in stderr
     assert load_checkpoint(out).step >= 20  # whichever save finished last, it is whole
+
+
+def test_a_second_interrupt_quits_at_once():
+    program = ("import signal; from gptlib.cli import StopRequest; stop = StopRequest(); "
+               "stop.handle(signal.SIGINT, None); stop.handle(signal.SIGINT, None); print('went on')")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130 and "went on" not in done.stdout
+    assert "second interrupt: quitting now" in done.stderr
 
 
 def test_training_past_the_end_of_a_run_is_refused(run, capsys):
@@ -303,7 +328,7 @@ def test_train_and_eval_on_another_text(tmp_path, capsys):
     assert ckpt.data_path == str(data.resolve()) and ckpt.tokenizer.vocab_size == len(set(data.read_text()))
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(out)]) == 0  # evaluates on the same text
-    float(last_line(capsys.readouterr().out))
+    printed_loss(capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -362,11 +387,39 @@ def test_a_diverging_run_stops_at_once_and_keeps_its_last_good_checkpoint(tmp_pa
 
 
 def test_a_run_that_diverges_before_its_first_checkpoint_leaves_no_folder(tmp_path, capsys):
-    out = tmp_path / "run"
+    out = tmp_path / "runs" / "new" / "run"  # nor the parents it made
     assert main(["train", "--out", str(out), *TINY, "--learning_rate", "1e6", "--min_lr", "0",
                  "--grad_clip", "0", "--warmup_iters", "0", "--log_interval", "1"]) == 2
     assert "nothing was saved" in capsys.readouterr().err
-    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_never_removes_a_folder_that_another_run_made_meanwhile(tmp_path, monkeypatch,
+                                                                       capsys):
+    out = tmp_path / "run"
+    others = contextlib.ExitStack()
+    real_load = cli.load_dataset
+
+    def another_run_starts_meanwhile(*args, **kwargs):
+        out.mkdir()
+        others.enter_context(cli.run_lock(out))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "load_dataset", another_run_starts_meanwhile)
+    with others:
+        assert main(["train", "--out", str(out), *TINY]) == 2
+        assert "another training run is writing to" in capsys.readouterr().err
+        assert out.is_dir()  # still there for the run that holds it
+
+
+def test_training_longer_keeps_the_cosine_where_it_ended(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *TINY]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--max_iters", "9", "--quiet"]) == 0
+    assert "cosine still ends at step 6" in capsys.readouterr().out
+    ckpt = load_checkpoint(run)
+    assert ckpt.train_config.lr_decay_iters == 6
+    assert ckpt.history["lr"][6:] == [ckpt.train_config.min_lr] * 3  # no jump back up
 
 
 def test_a_second_run_on_the_same_folder_is_refused_and_a_crashed_run_leaves_no_lock(

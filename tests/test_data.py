@@ -1,5 +1,6 @@
 import hashlib
 import http.server
+import re
 import threading
 from pathlib import Path
 
@@ -230,3 +231,179 @@ def test_batch_needs_a_block_shorter_than_the_data():
         get_batch(torch.arange(10), 2, 10)
     with pytest.raises(ValueError, match="positive"):
         get_batch(torch.arange(10), 0, 4)
+
+
+# --- where each play starts -------------------------------------------------
+
+# A speech is a "NAME:" line at the start of the file or right after a blank line.
+SPEECH = re.compile(r"(?:^|(?<=\n\n))([^\n]+):\n")
+
+TITLES = (
+    "Coriolanus", "Richard III", "Richard II", "Romeo and Juliet", "Henry VI Part 3",
+    "The Winter's Tale", "Measure for Measure", "The Taming of the Shrew", "The Tempest",
+)
+# How each play opens: its first speaker and the start of the first speech.
+OPENINGS = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.",
+    "GLOUCESTER:\nNow is the winter of our discontent",
+    "KING RICHARD II:\nOld John of Gaunt, time-honour'd Lancaster,",
+    "SAMPSON:\nGregory, o' my word, we'll not carry coals.",
+    "WARWICK:\nI wonder how the king escaped our hands.",
+    "ARCHIDAMUS:\nIf you shall chance, Camillo, to visit Bohemia,",
+    "DUKE VINCENTIO:\nEscalus.\n\nESCALUS:\nMy lord.\n\nDUKE VINCENTIO:\nOf government",
+    "SLY:\nI'll pheeze you, in faith.\n\nHostess:\nA pair of stocks, you rogue!",
+    "Master:\nBoatswain!\n\nBoatswain:\nHere, master: what cheer?",
+)
+# The last line of each play but the last (The Tempest stops in the middle of Act II).
+ENDINGS = (
+    "Yet he shall have a noble memory. Assist.",
+    "That she may long live here, God say amen!",
+    "In weeping after this untimely bier.",
+    "Than this of Juliet and her Romeo.",
+    "For here, I hope, begins our lasting joy.",
+    "We were dissever'd: hastily lead away.",
+    "What's yet behind, that's meet you all should know.",
+    "'Tis a wonder, by your leave, she will be tamed so.",
+)
+# Characters who speak in one play only: every speech of theirs must fall inside it.
+PRINCIPALS = (
+    {"CORIOLANUS", "MENENIUS", "VOLUMNIA", "AUFIDIUS"},
+    {"KING RICHARD III", "LADY ANNE", "BUCKINGHAM", "RICHMOND"},
+    {"KING RICHARD II", "HENRY BOLINGBROKE", "JOHN OF GAUNT", "DUKE OF AUMERLE"},
+    {"ROMEO", "MERCUTIO", "FRIAR LAURENCE", "Nurse"},
+    {"KING HENRY VI", "LADY GREY", "KING LEWIS XI", "CLIFFORD"},
+    {"LEONTES", "HERMIONE", "PAULINA", "AUTOLYCUS"},
+    {"DUKE VINCENTIO", "ISABELLA", "ANGELO", "LUCIO"},
+    {"SLY", "PETRUCHIO", "KATHARINA", "GRUMIO"},
+    {"PROSPERO", "MIRANDA", "ARIEL", "GONZALO"},
+)
+VAL_START = 1_003_854  # int(0.9 * len(corpus)): the validation split starts here
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return data.load_shakespeare()
+
+
+def _speeches(text):
+    """(offset, speaker) for every speech of the corpus."""
+    return [(m.start(), m.group(1)) for m in SPEECH.finditer(text)]
+
+
+def _play_ends():
+    return [start for _, start in data.PLAYS[1:]] + [data.DATA_N_CHARS]
+
+
+def test_plays_are_the_nine_titles_in_file_order():
+    assert tuple(title for title, _ in data.PLAYS) == TITLES
+    starts = [start for _, start in data.PLAYS]
+    assert starts[0] == 0
+    assert starts == sorted(set(starts))  # strictly increasing
+    assert starts[-1] < data.DATA_N_CHARS
+
+
+def test_the_corpus_is_a_sequence_of_speeches(corpus):
+    # Every block after a blank line opens with a "NAME:" line, so speeches are all there is.
+    assert len(_speeches(corpus)) == len(corpus.split("\n\n")) == 7222
+
+
+def test_every_play_starts_at_the_beginning_of_a_speech(corpus):
+    speech_starts = {offset for offset, _ in _speeches(corpus)}
+    for title, start in data.PLAYS:
+        assert start in speech_starts, title
+        assert start == 0 or corpus[start - 2 : start] == "\n\n", title
+
+
+@pytest.mark.parametrize("k", range(9))
+def test_each_play_opens_with_its_first_speech_and_follows_the_last_one(corpus, k):
+    title, start = data.PLAYS[k]
+    assert corpus[start:].startswith(OPENINGS[k]), title
+    if k > 0:
+        # Before Romeo and Juliet the file has two blank lines instead of one.
+        assert corpus[:start].rstrip("\n").endswith(ENDINGS[k - 1]), title
+
+
+def test_sizes_of_the_plays_in_characters_and_speeches(corpus):
+    speech_offsets = [offset for offset, _ in _speeches(corpus)]
+    sizes = [
+        (end - start, sum(start <= offset < end for offset in speech_offsets))
+        for (_, start), end in zip(data.PLAYS, _play_ends())
+    ]
+    assert sizes == [
+        (154_470, 1107), (162_557, 1089), (125_967, 554), (133_466, 840), (133_967, 813),
+        (135_744, 746), (119_962, 897), (114_606, 893), (34_655, 283),
+    ]
+
+
+def test_principal_characters_speak_only_inside_their_own_play(corpus):
+    speeches = _speeches(corpus)
+    for (title, start), end, names in zip(data.PLAYS, _play_ends(), PRINCIPALS):
+        theirs = [offset for offset, speaker in speeches if speaker in names]
+        assert len(theirs) >= 40, title  # they do speak: the check below is not empty
+        assert start <= min(theirs) and max(theirs) < end, title
+
+
+def test_adjacent_plays_share_almost_no_named_characters(corpus):
+    # Named characters are in capitals; "Messenger", "Servant", "First Citizen" are not.
+    casts = [set() for _ in data.PLAYS]
+    for offset, speaker in _speeches(corpus):
+        if speaker.isupper():
+            casts[[title for title, _ in data.PLAYS].index(data.play_of(offset))].add(speaker)
+    assert min(len(cast) for cast in casts) >= 10
+    shared = {
+        (data.PLAYS[k][0], data.PLAYS[k + 1][0]): casts[k] & casts[k + 1] for k in range(8)
+    }
+    # The Duchess of York of Richard II is not the one of Richard III; Montague and the
+    # Prince of Verona are not Henry VI's Marquess of Montague and Prince Edward.
+    assert {pair: names for pair, names in shared.items() if names} == {
+        ("Richard III", "Richard II"): {"DUCHESS OF YORK"},
+        ("Romeo and Juliet", "Henry VI Part 3"): {"MONTAGUE", "PRINCE"},
+    }
+
+
+def test_play_of_at_the_edges_of_each_play():
+    assert data.play_of(0) == "Coriolanus"
+    assert data.play_of(data.DATA_N_CHARS - 1) == "The Tempest"
+    for (before, _), (title, start) in zip(data.PLAYS, data.PLAYS[1:]):
+        assert data.play_of(start - 1) == before
+        assert data.play_of(start) == title
+
+
+@pytest.mark.parametrize("offset", [-1, data.DATA_N_CHARS, 10**9])
+def test_play_of_refuses_an_offset_outside_the_corpus(offset):
+    with pytest.raises(ValueError, match=r"outside Tiny Shakespeare \(0\.\.1115393\)"):
+        data.play_of(offset)
+
+
+def test_play_spans_of_the_whole_corpus_are_the_plays():
+    spans = data.play_spans(0, data.DATA_N_CHARS)
+    assert spans == [(title, start, end) for (title, start), end in zip(data.PLAYS, _play_ends())]
+
+
+def test_play_spans_of_the_validation_split():
+    assert int(0.9 * data.DATA_N_CHARS) == VAL_START
+    assert data.play_spans(VAL_START, data.DATA_N_CHARS) == [
+        ("The Taming of the Shrew", VAL_START, 1_080_739),
+        ("The Tempest", 1_080_739, data.DATA_N_CHARS),
+    ]
+
+
+def test_play_spans_are_clipped_to_the_range():
+    richard_iii = 154_470
+    assert data.play_spans(10, 20) == [("Coriolanus", 10, 20)]
+    assert data.play_spans(richard_iii - 1, richard_iii + 1) == [
+        ("Coriolanus", richard_iii - 1, richard_iii), ("Richard III", richard_iii, richard_iii + 1),
+    ]
+    assert data.play_spans(richard_iii, richard_iii + 1) == [("Richard III", richard_iii, richard_iii + 1)]
+    assert data.play_spans(richard_iii - 1, richard_iii) == [("Coriolanus", richard_iii - 1, richard_iii)]
+    assert data.play_spans(500, 500) == []
+    spans = data.play_spans(100_000, 900_000)
+    assert [title for title, _, _ in spans] == list(TITLES[:7])
+    assert spans[0][1] == 100_000 and spans[-1][2] == 900_000
+    assert all(a[2] == b[1] for a, b in zip(spans, spans[1:]))  # no gaps, no overlaps
+
+
+@pytest.mark.parametrize("start, end", [(-1, 10), (10, 5), (0, data.DATA_N_CHARS + 1)])
+def test_play_spans_refuses_a_range_outside_the_corpus(start, end):
+    with pytest.raises(ValueError, match="not a range of Tiny Shakespeare"):
+        data.play_spans(start, end)

@@ -85,6 +85,7 @@ def test_ctrl_c_stops_every_process_at_the_same_step_and_the_run_resumes(tmp_pat
     assert stderr.count("stopped after step") == 1  # said once, by process 0
     step = load_checkpoint(out).step
     assert 20 <= step < 1_000_000 and f"stopped after step {step} " in stderr
+    assert step % 10 == 0  # the processes vote on stopping every log_interval (10) steps
     resumed = subprocess.run(command + ["--resume", "--max_iters", str(step + 4),
                                         "--lr_decay_iters", "1000000"],
                              capture_output=True, text=True, timeout=300)

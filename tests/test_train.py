@@ -129,6 +129,24 @@ def test_an_interrupted_training_keeps_what_it_learned():
     assert full_loss(model, data[:200]) < math.log(7) - 0.5  # 40 steps already help a lot
 
 
+def test_an_interrupt_keeps_the_losses_of_the_steps_that_finished():
+    # The losses wait on the device until every log_interval-th step; an interrupt in
+    # between must still put the finished steps' losses into the history.
+    data = torch.arange(2000) % 7
+    config = TrainConfig(batch_size=4, max_iters=100, warmup_iters=2, eval_interval=100,
+                         eval_iters=1, log_interval=10)
+    state = TrainState.start(model := tiny_model(), config)
+
+    def step_until_the_seventh(model, optimizer, x, y, grad_clip):
+        if state.step == 6:
+            raise KeyboardInterrupt
+        return training_step(model, optimizer, x, y, grad_clip)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(model, data, data, config, state, progress=False, step_fn=step_until_the_seventh)
+    assert state.history["step"] == [1, 2, 3, 4, 5, 6] and len(state.history["loss"]) == 6
+
+
 # --- precision and torch.compile ----------------------------------------------------------
 
 
