@@ -6,7 +6,7 @@ Each module belongs to the chapter that builds it, and imports only from earlier
 module                      chapter  what it holds
 ==========================  =======  ==========================================================
 ``gptlib.data``             01       the corpus (download, checksum, cache), CharTokenizer,
-                                     train/val split, get_batch
+                                     train/val split, get_batch; where each play starts
 ``gptlib.bigram``           02       the bigram model, by counting and as a network
 ``gptlib.attention``        03-04    averaging the past, causal mask, scaled scores, Head,
                                      MultiHeadAttention, AttentionLM
@@ -17,9 +17,13 @@ module                      chapter  what it holds
 ``gptlib.runtime``          07       device, precision, torch.compile, several GPUs (DDP),
                                      wrapped around the loop; a step's memory
 ``gptlib.checkpoint``       07       one safetensors file per run, atomic, no pickle
-``gptlib.presets``          07       the named recipes: cpu, classic-cpu, gpu
+``gptlib.presets``          07       the named recipes: cpu, classic-cpu, laptop, gpu
 ``gptlib.sample``           08       temperature, top-k, top-p, streaming, the KV cache's window
-``gptlib.viz``              all      heatmaps, the live loss plot, the interactive explorers
-``gptlib.cli``              -        python -m gptlib train | sample | eval | presets
+``gptlib.evaluate``         09       the loss of every prediction; nats, bits per character,
+                                     perplexity; loss by position, by character, by play
+``gptlib.viz``              all      heatmaps, the live loss plot, the interactive explorers,
+                                     a passage coloured by loss
+``gptlib.exercises``        all      the self-checking exercises' check()
+``gptlib.cli``              -        python -m gptlib train | sample | eval | export | presets
 ==========================  =======  ==========================================================
 """

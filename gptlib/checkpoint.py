@@ -49,32 +49,39 @@ def checkpoint_path(path) -> Path:
 
 def save_checkpoint(path, model: GPT, tokenizer: CharTokenizer, *, train_config=None,
                     state: TrainState | None = None, preset: str | None = None,
-                    data_path=None) -> Path:
+                    data_path=None, weights_dtype: torch.dtype | None = None,
+                    step: int | None = None, history: dict | None = None) -> Path:
     """Write a checkpoint atomically. ``path`` is a run directory (created if needed) or a file.
 
     With ``state`` (and its ``train_config``) the run can be resumed from it; without,
-    it holds the weights alone.
+    it holds the weights alone (``step`` and ``history`` then say where they come
+    from). ``weights_dtype`` (e.g. ``torch.float16``) stores the weights smaller;
+    loading turns them back into the model's float32.
     """
     path = checkpoint_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if weights_dtype is not None:
+        tensors = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    history = state.history if state is not None else history
     metadata = {
         "format": FORMAT,
         "model_config": json.dumps(model.config.to_dict()),
         "vocab": json.dumps(tokenizer.vocab),
-        "step": str(state.step if state else 0),
+        "step": str(state.step if state else step or 0),
         "data": "" if data_path is None else str(Path(data_path).resolve()),
         "preset": preset or "",
     }
     if train_config is not None:
         metadata["train_config"] = json.dumps(train_config.to_dict())
+    if history is not None:
+        metadata["history"] = json.dumps(history)
     if state is not None:
         optimizer = state.optimizer.state_dict()
         for index, param_state in optimizer["state"].items():
             for key, value in param_state.items():
                 tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
         metadata["optim_param_groups"] = json.dumps(optimizer["param_groups"])
-        metadata["history"] = json.dumps(state.history)
         tensors["rng.batches"] = state.batches.get_state()
         # Dropout draws from torch's global generators: a resumed run goes on with the
         # same random numbers as one that never stopped.

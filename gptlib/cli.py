@@ -39,7 +39,7 @@ from gptlib.runtime import (
 from gptlib.sample import check_sampling, check_window_shift, stream_text
 from gptlib.train import TrainConfig, TrainingDiverged, TrainState
 
-COMMANDS = ("train", "sample", "eval", "presets")
+COMMANDS = ("train", "sample", "eval", "export", "presets")
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -372,6 +372,22 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a directory for the exported model")
+    if checkpoint_path(out).exists() and not args.overwrite:
+        raise UsageError(f"{out} already holds a checkpoint; add --overwrite to replace it")
+    ckpt = load_checkpoint(args.checkpoint)
+    path = save_checkpoint(out, ckpt.model, ckpt.tokenizer, train_config=ckpt.train_config,
+                           preset=ckpt.preset, data_path=ckpt.data_path, weights_dtype=dtype,
+                           step=ckpt.step, history=ckpt.history)
+    print(f"wrote {path}: the weights of step {ckpt.step} in {args.dtype} "
+          f"({path.stat().st_size / 1e6:.1f} MB), for sampling and evaluating (not for resuming)")
+    return 0
+
+
 def cmd_presets(args) -> int:
     for name, preset in PRESETS.items():
         model_config, train_config = preset.model, preset.train
@@ -486,6 +502,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="text file (default: the one the checkpoint was trained on)")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_eval)
+
+    p = commands.add_parser("export", help="write a checkpoint's weights alone, smaller "
+                            "(16-bit): to share a trained model", **kwargs)
+    p.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
+    p.add_argument("--out", required=True, help="directory to write the model to")
+    p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
+                   help="number format of the weights (default: float16)")
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already there")
+    p.set_defaults(run=cmd_export)
 
     p = commands.add_parser("presets", help="list the presets and their sizes", **kwargs)
     p.set_defaults(run=cmd_presets)

@@ -57,21 +57,23 @@ def metrics_from_losses(losses: torch.Tensor, characters: int | None = None) -> 
 
 
 @torch.no_grad()
-def token_losses(model, data: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+def token_losses(model, data: torch.Tensor, batch_size: int = 64,
+                 block_size: int | None = None) -> torch.Tensor:
     """The loss in nats of every prediction over ``data``: shape ``(len(data) - 1,)``.
 
     ``losses[i]`` is the loss of predicting ``data[i + 1]``. The text is cut into
     non-overlapping windows of ``block_size`` tokens (the last one shorter), and
     inside a window position t sees positions 0..t of that window only: so
     ``losses[i]`` was predicted with ``i % block_size + 1`` tokens of context.
-    Their mean is chapter 07's ``full_loss``.
+    Their mean is chapter 07's ``full_loss``. ``block_size`` is the model's unless
+    given (a model that reads no context, such as the bigram, has none).
     """
     if len(data) < 2:
         raise ValueError("no predictions to score: the text needs at least 2 tokens")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    T = model_block_size(model)
+    T = block_size or model_block_size(model)
     inputs, targets = data[:-1], data[1:]
     n_full = len(inputs) // T
     windows = [(inputs[: n_full * T].view(n_full, T), targets[: n_full * T].view(n_full, T))]
@@ -88,15 +90,15 @@ def token_losses(model, data: torch.Tensor, batch_size: int = 64) -> torch.Tenso
     return torch.cat(losses)
 
 
-def evaluate(model, data: torch.Tensor, characters: int | None = None,
-             batch_size: int = 64) -> Metrics:
+def evaluate(model, data: torch.Tensor, characters: int | None = None, batch_size: int = 64,
+             block_size: int | None = None) -> Metrics:
     """Nats, bits per character and perplexity of ``model`` over ``data`` (a whole split).
 
     ``characters``: how many characters the predicted tokens spell (by default one
     per token, as for the course's character-level models; pass the decoded length
     for a sub-word tokenizer).
     """
-    return metrics_from_losses(token_losses(model, data, batch_size), characters)
+    return metrics_from_losses(token_losses(model, data, batch_size, block_size), characters)
 
 
 def loss_by_position(losses: torch.Tensor, block_size: int) -> torch.Tensor:

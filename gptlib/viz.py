@@ -272,3 +272,41 @@ class LiveLossPlot:
         self.draw(history)
         if self.handle is not None:  # None outside IPython
             self.handle.update(self.figure)
+
+
+def character_losses(text: str, losses, ax=None, width: int = 64, vmax: float | None = None,
+                     cmap: str = "Reds"):
+    """``text`` drawn character by character, each on a square coloured by its loss.
+
+    ``losses[i]`` is the loss (nats) of predicting ``text[i]``; ``None`` or NaN leaves
+    a character uncoloured (the first one has no prediction). A line break starts a
+    new row (drawn as ``\\n``); lines longer than ``width`` wrap.
+    """
+    losses = [float("nan") if v is None else float(v) for v in losses]
+    if len(losses) != len(text):
+        raise ValueError(f"{len(text)} characters but {len(losses)} losses")
+    cells, row, col = [], 0, 0  # (row, column, character, loss)
+    for ch, loss in zip(text, losses):
+        if col == width:
+            row, col = row + 1, 0
+        cells.append((row, col, ch, loss))
+        col += 1
+        if ch == "\n":
+            row, col = row + 1, 0
+    rows = row + 1
+    if ax is None:
+        _, ax = plt.subplots(figsize=(width * 0.16 + 1.5, rows * 0.3 + 0.6))
+    finite = [c[3] for c in cells if c[3] == c[3]]
+    top = vmax or (max(finite) if finite else 1.0)
+    colours = plt.get_cmap(cmap)
+    for r, c, ch, loss in cells:
+        if loss == loss:  # not NaN
+            ax.add_patch(plt.Rectangle((c, r), 1, 1, color=colours(min(loss / top, 1.0))))
+        ax.text(c + 0.5, r + 0.55, char_label(ch), ha="center", va="center", fontsize=8,
+                family="monospace", color="black")
+    ax.set_xlim(0, width)
+    ax.set_ylim(rows, 0)
+    ax.set_axis_off()
+    mappable = plt.cm.ScalarMappable(cmap=colours, norm=plt.Normalize(0, top))
+    ax.figure.colorbar(mappable, ax=ax, fraction=0.02, pad=0.01, label="loss (nats)")
+    return ax

@@ -466,3 +466,29 @@ def test_a_checkpoint_option_naming_another_kind_of_file_is_one_line(tmp_path, c
     assert main(["eval", "--checkpoint", str(tmp_path / "notes.txt")]) == 2
     err = capsys.readouterr().err
     assert "notes.txt is not a readable checkpoint" in err and err.count("\n") == 1
+
+
+def test_export_writes_16_bit_weights_that_sample_and_evaluate_but_do_not_resume(run, tmp_path,
+                                                                                capsys):
+    out = tmp_path / "shared"
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    assert "in float16" in capsys.readouterr().out
+    original, exported = load_checkpoint(run), load_checkpoint(out)
+    assert (out / FILENAME).stat().st_size < (run / FILENAME).stat().st_size / 4  # no AdamW, 16 bits
+    assert not exported.can_resume and exported.step == original.step
+    assert exported.history == original.history and exported.train_config == original.train_config
+    for (name, a), b in zip(original.model.state_dict().items(), exported.model.state_dict().values()):
+        assert b.dtype == torch.float32 and torch.allclose(a, b, rtol=1e-3, atol=1e-4), name
+    assert main(["eval", "--checkpoint", str(out)]) == 0
+    assert printed_loss(capsys.readouterr().out) == pytest.approx(printed_loss_of(run, capsys), abs=1e-3)
+    assert main(["train", "--out", str(out), "--resume", "--max_iters", "9"]) == 2
+    assert "holds weights only" in capsys.readouterr().err
+    before = (out / FILENAME).read_bytes()
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert (out / FILENAME).read_bytes() == before
+
+
+def printed_loss_of(run, capsys) -> float:
+    assert main(["eval", "--checkpoint", str(run)]) == 0
+    return printed_loss(capsys.readouterr().out)

@@ -36,6 +36,7 @@ def test_the_chapters_are_all_there_in_order():
         "06_transformer.ipynb",
         "07_training.ipynb",
         "08_sampling.ipynb",
+        "09_evaluation.ipynb",
     ]
 
 
@@ -79,8 +80,12 @@ class TestNotebook:
     def test_opens_with_a_title_and_ends_with_what_was_learned_and_exercises(self, path):
         cells = load(path)["cells"]
         assert cells[0]["cell_type"] == "markdown" and source(cells[0]).startswith("# ")
-        ending = source(cells[-1])
-        assert "## What we learned" in ending and "## Exercises" in ending
+        texts = [source(c) for c in cells if c["cell_type"] == "markdown"]
+        learned = [i for i, text in enumerate(texts) if "## What we learned" in text]
+        assert learned, "no 'What we learned' section"
+        ending = texts[learned[0]:]  # the summary, the exercises (their check cells between)
+        assert any("## Exercises" in text for text in ending)
+        assert not any(re.search(r"^## \d", text, re.M) for text in ending), "a section after the summary"
 
 
 def test_every_notebook_runs_a_second_time_in_the_same_kernel():
