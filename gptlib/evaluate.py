@@ -72,7 +72,7 @@ def token_losses(model, data: torch.Tensor, batch_size: int = 64,
         raise ValueError("no predictions to score: the text needs at least 2 tokens")
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
     T = block_size or model_block_size(model)
     inputs, targets = data[:-1], data[1:]
     n_full = len(inputs) // T

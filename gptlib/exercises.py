@@ -11,28 +11,30 @@ from __future__ import annotations
 import math
 
 
-def check(answer, expected, *, hint: str, why: str = "", tolerance: float = 1e-3) -> bool:
-    """Print whether ``answer`` matches ``expected``; return True when it does.
+def check(answer, expected, *, hint: str, why: str = "", tolerance: float = 1e-3) -> None:
+    """Print whether ``answer`` matches ``expected`` (and nothing else: a notebook cell
+    shows only the message).
 
     Numbers match within ``tolerance`` (relative); strings without regard to case
     and surrounding spaces; anything else by ``==``. ``hint`` is printed when the
     answer is missing or wrong, ``why`` (the reason behind the answer) when right.
     """
+    print(verdict(answer, expected, hint=hint, why=why, tolerance=tolerance))
+
+
+def verdict(answer, expected, *, hint: str, why: str = "", tolerance: float = 1e-3) -> str:
+    """What :func:`check` prints: starts with "Correct", "Not yet" or "Not attempted"."""
     if answer is None:
-        print(f"Not attempted yet (the answer is None). Hint: {hint}")
-        return False
+        return f"Not attempted yet (the answer is None). Hint: {hint}"
     if isinstance(expected, (int, float)) and not isinstance(expected, bool):
         try:
             right = math.isclose(float(answer), expected, rel_tol=tolerance, abs_tol=tolerance)
         except (TypeError, ValueError):
-            print(f"Not yet: expected a number, got {answer!r}. Hint: {hint}")
-            return False
+            return f"Not yet: expected a number, got {answer!r}. Hint: {hint}"
     elif isinstance(expected, str):
         right = str(answer).strip().lower() == expected.strip().lower()
     else:
         right = answer == expected
     if right:
-        print(f"Correct: {answer!r}. {why}".rstrip())
-    else:
-        print(f"Not yet: {answer!r} is not it. Hint: {hint}")
-    return right
+        return f"Correct: {answer!r}. {why}".rstrip()
+    return f"Not yet: {answer!r} is not it. Hint: {hint}"

@@ -295,15 +295,18 @@ def character_losses(text: str, losses, ax=None, width: int = 64, vmax: float | 
             row, col = row + 1, 0
     rows = row + 1
     if ax is None:
-        _, ax = plt.subplots(figsize=(width * 0.16 + 1.5, rows * 0.3 + 0.6))
+        widest = max(c[1] for c in cells) + 1
+        _, ax = plt.subplots(figsize=(widest * 0.17 + 1.2, rows * 0.3 + 0.4))
+        width = widest
     finite = [c[3] for c in cells if c[3] == c[3]]
     top = vmax or (max(finite) if finite else 1.0)
     colours = plt.get_cmap(cmap)
     for r, c, ch, loss in cells:
         if loss == loss:  # not NaN
             ax.add_patch(plt.Rectangle((c, r), 1, 1, color=colours(min(loss / top, 1.0))))
+        dark = loss == loss and loss / top > 0.6
         ax.text(c + 0.5, r + 0.55, char_label(ch), ha="center", va="center", fontsize=8,
-                family="monospace", color="black")
+                family="monospace", color="white" if dark else "black")
     ax.set_xlim(0, width)
     ax.set_ylim(rows, 0)
     ax.set_axis_off()

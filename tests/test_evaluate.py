@@ -52,6 +52,16 @@ def test_token_losses_are_the_full_loss_prediction_by_prediction(model):
                                               abs=1e-6)
 
 
+def test_a_model_of_counts_alone_is_scored_too():
+    from gptlib.bigram import CountBigramModel
+    from gptlib.bigram import full_loss as bigram_full_loss
+
+    data = torch.randint(5, (300,))
+    bigram = CountBigramModel.from_data(data[:200], 5)  # no parameters, only a buffer of counts
+    losses = token_losses(bigram, data[200:], block_size=16)
+    assert losses.mean().item() == pytest.approx(bigram_full_loss(bigram, data[200:]), abs=1e-6)
+
+
 def test_a_uniform_guess_has_the_vocabulary_as_perplexity_and_log2_v_bits():
     result = evaluate(Uniform(65), torch.randint(65, (100,)))
     assert result.nats == pytest.approx(math.log(65))

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from gptlib.data import load_dataset
-from gptlib.exercises import check
+from gptlib.exercises import check, verdict
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
 
@@ -20,27 +20,28 @@ def solutions_of(chapter: str):
 
 
 def test_check_hints_while_missing_says_when_wrong_and_confirms_when_right(capsys):
-    assert not check(None, 2.0, hint="divide by ln 2")
+    assert check(None, 2.0, hint="divide by ln 2") is None
     assert capsys.readouterr().out == "Not attempted yet (the answer is None). Hint: divide by ln 2\n"
-    assert not check(2.5, 2.0, hint="divide by ln 2")
-    assert capsys.readouterr().out.startswith("Not yet: 2.5 is not it. Hint: divide by ln 2")
-    assert not check("two", 2.0, hint="h")
-    assert "expected a number, got 'two'" in capsys.readouterr().out
-    assert check(2.0005, 2.0, hint="h", why="Because.")
-    assert capsys.readouterr().out == "Correct: 2.0005. Because.\n"
-    assert check(" Bigram (counts) ", "bigram (counts)", hint="h")
-    assert not check("unigram", "bigram (counts)", hint="h")
+    assert verdict(2.5, 2.0, hint="divide by ln 2") == "Not yet: 2.5 is not it. Hint: divide by ln 2"
+    assert "expected a number, got 'two'" in verdict("two", 2.0, hint="h")
+    assert verdict(2.0005, 2.0, hint="h", why="Because.") == "Correct: 2.0005. Because."
+    assert verdict(" Bigram (counts) ", "bigram (counts)", hint="h").startswith("Correct")
+    assert verdict("unigram", "bigram (counts)", hint="h").startswith("Not yet")
 
 
-def test_the_answers_to_chapter_09_pass_its_checks(capsys):
+def right(answer, expected) -> bool:
+    return verdict(answer, expected, hint="").startswith("Correct")
+
+
+def test_the_answers_to_chapter_09_pass_its_checks():
     answers = solutions_of("09_evaluation")
     text, tokenizer, train_data, val_data = load_dataset()
-    assert check(answers.exercise_1(), 3.30 * 1000 / 4100 / math.log(2), hint="")
+    assert right(answers.exercise_1(), 3.30 * 1000 / 4100 / math.log(2))
     perplexity = answers.exercise_2(train_data, val_data, tokenizer.vocab_size)
     frequencies = torch.bincount(train_data, minlength=65).double() + 1
     expected = math.exp(-torch.log(frequencies / frequencies.sum())[val_data[1:]].mean().item())
-    assert check(perplexity, expected, hint="") and 10 < perplexity < 65
-    assert check(answers.exercise_3(), "bigram (counts)", hint="")
+    assert right(perplexity, expected) and 10 < perplexity < 65
+    assert right(answers.exercise_3(), "bigram (counts)")
     hardest = answers.exercise_4(text, torch.tensor([0.5, 9.0, 0.1]), len(train_data), k=1)
     assert hardest == [f"{text[len(train_data) + 2 - 30 : len(train_data) + 2]!r} -> "
                        f"{text[len(train_data) + 2]!r} (9.0 nats)"]

@@ -146,3 +146,21 @@ def test_line_breaks_are_shown_and_typed_as_backslash_n():
     explorer.text.value = "a\\nb"
     text, weights, _ = explorer.weights()
     assert text == "a\nb" and weights.shape == (3, 3)
+
+
+def test_character_losses_colours_each_predicted_character_and_breaks_lines():
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from gptlib.viz import character_losses
+
+    ax = character_losses("ab\ncd", [None, 1.0, 2.0, 4.0, 0.5], width=10)
+    patches = [p for p in ax.patches if isinstance(p, matplotlib.patches.Rectangle)]
+    assert len(patches) == 4  # the first character has no prediction: not coloured
+    assert sorted((p.get_x(), p.get_y()) for p in patches) == [(0, 1), (1, 0), (1, 1), (2, 0)]
+    labels = [t.get_text() for t in ax.texts]
+    assert labels == ["a", "b", "\\n", "c", "d"]
+    assert [t.get_color() for t in ax.texts][3] == "white"  # the darkest square
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="3 characters but 2 losses"):
+        character_losses("abc", [1.0, 2.0])
