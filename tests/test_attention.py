@@ -282,5 +282,7 @@ def test_the_cache_cannot_grow_past_the_block(x):
     mha = MultiHeadAttention(16, n_head=2, block_size=7).eval()
     cache = KVCache(n_layer=1, block_size=7)
     mha(x, cache=cache)
-    with pytest.raises(ValueError, match="longer than block_size 7"):
+    keys = cache.keys[0].clone()
+    with pytest.raises(ValueError, match="the cache holds 7 positions: 1 more would pass block_size 7"):
         mha(x[:, :1], cache=cache)
+    assert torch.equal(cache.keys[0], keys)  # refused before it grew

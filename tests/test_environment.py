@@ -75,7 +75,7 @@ def test_python_requirement_matches_the_readme():
 
 
 IMPORT_NAMES = {"pyyaml": "yaml", "ipython": "IPython"}  # PyPI name -> module
-STANDARD = set(sys.stdlib_module_names) | {"gptlib", "conftest", "browser"}  # ours
+STANDARD = set(sys.stdlib_module_names) | {"gptlib", "conftest", "browser", "parallel"}  # ours
 
 
 def test_every_package_the_project_imports_is_declared():
@@ -83,7 +83,7 @@ def test_every_package_the_project_imports_is_declared():
     declared.add("tomli")  # Python 3.10 only, declared with a marker
     imported = set()
     for path in [*ROOT.glob("gptlib/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("benchmarks/*.py"),
-                 *ROOT.glob(".ci/*.py"), *ROOT.glob("assets/*/*.py")]:
+                 *ROOT.glob(".ci/*.py"), *ROOT.glob("assets/*/*.py"), *ROOT.glob("solutions/*.py")]:
         for match in re.finditer(r"^\s*(?:from|import) ([A-Za-z_][A-Za-z0-9_]*)",
                                  path.read_text(), flags=re.M):
             imported.add(match.group(1))

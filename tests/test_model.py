@@ -178,11 +178,3 @@ def test_a_full_kv_cache_refuses_more_and_stays_as_it_was(model):
     model(torch.randint(11, (1, 1)), cache=cache)  # one more still fits
     assert cache.length == 8
 
-
-def test_an_attention_layer_called_alone_leaves_a_full_cache_as_it_was(model):
-    cache = model.new_cache()
-    model(torch.randint(11, (1, 8)), cache=cache)
-    keys = cache.keys[0].clone()
-    with pytest.raises(ValueError, match="the cache holds 8 positions: 1 more would pass"):
-        model.blocks[0].attn(torch.randn(1, 1, 16), cache=cache, layer=0)
-    assert torch.equal(cache.keys[0], keys)
