@@ -80,10 +80,13 @@ def generate(
     """Extend each row of ``idx`` (B, T) by ``max_new_tokens`` sampled tokens.
 
     Each step runs the model on everything so far, keeps the logits of the last
-    position, turns them into probabilities and draws one token.
+    position, turns them into probabilities and draws one token. A model with a
+    ``block_size`` (attention, chapter 03 on; the GPT) reads only the last
+    ``block_size`` tokens: it cannot take more.
     """
+    block_size = getattr(model, "block_size", None)
     for _ in range(max_new_tokens):
-        logits, _ = model(idx)
+        logits, _ = model(idx if block_size is None else idx[:, -block_size:])
         probs = F.softmax(logits[:, -1, :], dim=-1)  # (B, V)
         next_idx = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
         idx = torch.cat([idx, next_idx], dim=1)

@@ -88,3 +88,14 @@ def test_generate_follows_the_model():
     model = CountBigramModel(counts, smoothing=0.0)
     out = generate(model, torch.tensor([[0]]), 6)
     assert out.tolist() == [[0, 1, 2, 0, 1, 2, 0]]
+
+
+def test_generate_feeds_a_model_with_a_block_at_most_its_block():
+    from gptlib.attention import AttentionLM
+
+    torch.manual_seed(0)
+    model = AttentionLM(7, n_embd=8, n_head=2, block_size=8).eval()
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    out = generate(model, torch.zeros(1, 3, dtype=torch.long), 20)
+    assert out.shape == (1, 23) and max(seen) == 8 and seen[:6] == [3, 4, 5, 6, 7, 8]
