@@ -133,15 +133,16 @@ class Checkpoint:
                 _, index, name = key.split(".", 2)
                 state.setdefault(int(index), {})[name] = value.to(device)
         groups = [dict(g, betas=tuple(g["betas"])) for g in self.optim_param_groups]  # JSON: no tuples
+        # The moments come from the checkpoint; the settings (weight decay, betas) from the
+        # config, which a resumed run may have changed (the loop sets lr at every step).
+        settings = [{k: v for k, v in g.items() if k not in ("params", "lr")}
+                    for g in optimizer.param_groups]
         try:
             optimizer.load_state_dict({"state": state, "param_groups": groups})
         except (ValueError, KeyError, RuntimeError) as error:
             raise CheckpointError(f"the optimizer state does not fit the model ({error})") from None
-        # The moments come from the checkpoint; the settings (weight decay, betas) from the
-        # config, which a resumed run may have changed (the loop sets lr at every step).
-        for group, configured in zip(optimizer.param_groups,
-                                     configure_optimizer(self.model, config, device.type).param_groups):
-            group.update({k: v for k, v in configured.items() if k not in ("params", "lr")})
+        for group, configured in zip(optimizer.param_groups, settings):
+            group.update(configured)
         batches = torch.Generator()
         batches.set_state(self.tensors["rng.batches"])
         set_states = {k[len("rng."):]: v for k, v in self.tensors.items()

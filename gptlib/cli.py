@@ -373,7 +373,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_export(args) -> int:
-    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    dtype = getattr(torch, args.dtype)  # one of the parser's choices
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; name a directory for the exported model")
@@ -424,8 +424,8 @@ class Parser(argparse.ArgumentParser):
             word = message.removeprefix("unrecognized arguments: ").split()[0]
             name = word.split("=")[0]
             options = [o for a in self._all_actions() for o in a.option_strings]
-            hint = f" (did you mean {' or '.join(suggestions(name, options))}?)" \
-                if suggestions(name, options) else ""
+            guesses = suggestions(name, options)
+            hint = f" (did you mean {' or '.join(guesses)}?)" if guesses else ""
             message = f"unknown option {name}{hint}" if name.startswith("-") else \
                 f"unexpected argument {word!r}"
         command = getattr(self, "_command_given", None)

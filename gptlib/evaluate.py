@@ -18,6 +18,7 @@ From those per-token losses come:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -72,7 +73,7 @@ def token_losses(model, data: torch.Tensor, batch_size: int = 64,
         raise ValueError("no predictions to score: the text needs at least 2 tokens")
     was_training = model.training
     model.eval()
-    device = next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
     T = block_size or model_block_size(model)
     inputs, targets = data[:-1], data[1:]
     n_full = len(inputs) // T
