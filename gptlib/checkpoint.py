@@ -3,8 +3,9 @@
 Everything is in ``checkpoint.safetensors``: the model's weights and, to resume
 training, the :class:`gptlib.train.TrainState` (AdamW's moments, the batch
 generator, the step, the history) with torch's random states (CPU, and CUDA when
-used), as tensors; the configs, the tokenizer's vocabulary, the preset's name and
-the history as JSON in the file's metadata. safetensors holds plain tensors and
+used), as tensors; the configs, the tokenizer (a character vocabulary, or a BPE's
+merges in its text format), the preset's name and the history as JSON in the file's
+metadata. safetensors holds plain tensors and
 strings, so loading runs no code. The file is written under a temporary name and
 renamed, so a crash mid-save leaves the previous checkpoint whole.
 """
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from gptlib.data import CharTokenizer
 from gptlib.model import GPT, GPTConfig
+from gptlib.tokenizers import BPETokenizer
 from gptlib.train import (
     TrainConfig,
     TrainState,
@@ -47,7 +49,7 @@ def checkpoint_path(path) -> Path:
     return path / FILENAME
 
 
-def save_checkpoint(path, model: GPT, tokenizer: CharTokenizer, *, train_config=None,
+def save_checkpoint(path, model: GPT, tokenizer: CharTokenizer | BPETokenizer, *, train_config=None,
                     state: TrainState | None = None, preset: str | None = None,
                     data_path=None, weights_dtype: torch.dtype | None = None,
                     step: int | None = None, history: dict | None = None) -> Path:
@@ -67,11 +69,14 @@ def save_checkpoint(path, model: GPT, tokenizer: CharTokenizer, *, train_config=
     metadata = {
         "format": FORMAT,
         "model_config": json.dumps(model.config.to_dict()),
-        "vocab": json.dumps(tokenizer.vocab),
         "step": str(state.step if state else step or 0),
         "data": "" if data_path is None else str(Path(data_path).resolve()),
         "preset": preset or "",
     }
+    if isinstance(tokenizer, CharTokenizer):
+        metadata["vocab"] = json.dumps(tokenizer.vocab)
+    else:
+        metadata["tokenizer"] = tokenizer.dumps()  # a BPE: its merges, as readable text
     if train_config is not None:
         metadata["train_config"] = json.dumps(train_config.to_dict())
     if history is not None:
@@ -102,7 +107,7 @@ def save_checkpoint(path, model: GPT, tokenizer: CharTokenizer, *, train_config=
 @dataclass
 class Checkpoint:
     model: GPT
-    tokenizer: CharTokenizer
+    tokenizer: CharTokenizer | BPETokenizer
     step: int
     train_config: TrainConfig | None
     history: dict | None
@@ -167,7 +172,10 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
                               f"(format {metadata.get('format')!r}, expected {FORMAT!r})")
     try:
         config = GPTConfig.from_dict(json.loads(metadata["model_config"]))
-        tokenizer = CharTokenizer(json.loads(metadata["vocab"]))
+        if "tokenizer" in metadata:
+            tokenizer = BPETokenizer.loads(metadata["tokenizer"], source=f"the tokenizer in {file}")
+        else:
+            tokenizer = CharTokenizer(json.loads(metadata["vocab"]))
         model = GPT(config)
         weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(weights)

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from gptlib.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
-from gptlib.data import DataError, load_dataset
+from gptlib.data import CharTokenizer, DataError
 from gptlib.evaluate import evaluate
 from gptlib.model import GPT, GPTConfig
 from gptlib.presets import PRESETS, get_preset
@@ -37,6 +37,7 @@ from gptlib.runtime import (
     training_memory,
 )
 from gptlib.sample import check_sampling, check_window_shift, stream_text
+from gptlib.tokenizers import TokenizedText, tokenize_dataset
 from gptlib.train import TrainConfig, TrainingDiverged, TrainState
 
 COMMANDS = ("train", "sample", "eval", "export", "presets")
@@ -193,10 +194,10 @@ def train_in(out: Path, args, overrides: dict, distributed, device, runtime) -> 
                 data_path = args.data
             distributed.shard(train_config.batch_size)  # refuses a batch that does not split evenly
             check_memory(model_config, train_config.batch_size // distributed.world_size, device)
-            _, tokenizer, train_data, val_data = load_dataset(path=data_path)
+            data = read_tokens(ckpt.tokenizer if ckpt else args.tokenizer or "char", data_path,
+                               f"the checkpoint in {out}")
+            tokenizer = data.tokenizer
             if ckpt is not None:
-                if ckpt.tokenizer.vocab != tokenizer.vocab:
-                    raise UsageError(f"the checkpoint in {out} was trained on another vocabulary")
                 model, state = ckpt.model, ckpt.train_state(train_config)
             else:
                 model_config = replace(model_config, vocab_size=tokenizer.vocab_size)
@@ -208,8 +209,8 @@ def train_in(out: Path, args, overrides: dict, distributed, device, runtime) -> 
                 held.enter_context(run_lock(out))
                 locked = True
             preset = ckpt.preset if ckpt else (args.preset or "cpu")
-            return run_training(args, out, runtime, model, tokenizer, train_config, state,
-                                train_data, val_data, preset, data_path)
+            return run_training(args, out, runtime, model, train_config, state, data, preset,
+                                data_path)
         except BaseException:
             if locked:
                 remove_if_empty(made)
@@ -220,6 +221,9 @@ def resume_configs(ckpt, args, overrides: dict, out: Path):
     """The configs a resumed run goes on with: the checkpoint's, with training settings changed."""
     if not ckpt.can_resume:
         raise UsageError(f"the checkpoint in {out} holds weights only; it cannot be resumed")
+    if args.tokenizer is not None:
+        raise UsageError(f"a resumed run keeps the tokenizer it was trained with: drop "
+                         f"--tokenizer {args.tokenizer}")
     if args.preset is not None and args.preset != ckpt.preset:
         raise UsageError(f"the run in {out} was trained with the preset {ckpt.preset or '(none)'}; "
                          f"a resumed run keeps its settings: drop --preset {args.preset}")
@@ -252,13 +256,27 @@ def check_memory(model_config: GPTConfig, batch_size: int, device) -> None:
                          f"block_size or batch_size smaller")
 
 
-def run_training(args, out, runtime, model, tokenizer, train_config, state, train_data,
-                 val_data, preset, data_path) -> int:
+def read_tokens(tokenizer, data_path, owner: str) -> TokenizedText:
+    """The text in tokens. ``tokenizer``: a spec (char, bpe-N, a file) or a checkpoint's own."""
+    try:
+        return tokenize_dataset(tokenizer, path=data_path)
+    except ValueError as error:
+        if isinstance(tokenizer, str):
+            raise
+        raise UsageError(f"{owner} was trained on a text with another vocabulary ({error})") from None
+
+
+def run_training(args, out, runtime, model, train_config, state, data: TokenizedText, preset,
+                 data_path) -> int:
     main = runtime.distributed.is_main
+    tokenizer, train_data, val_data = data.tokenizer, data.train, data.val
     say = print if main else (lambda *args, **kwargs: None)
     if state is not None:
         say(f"resuming {out} at step {state.step} of {train_config.max_iters}")
     say(f"{model.num_parameters() / 1e6:.2f}M parameters on {runtime.device}: {model.config}")
+    if not isinstance(tokenizer, CharTokenizer):
+        say(f"{tokenizer}: {len(train_data):,} training tokens, {len(val_data):,} validation tokens "
+            f"({data.val_characters / len(val_data):.2f} characters per token)")
     say(f"{train_config}")
     if runtime.distributed.enabled:
         world = runtime.distributed.world_size
@@ -304,10 +322,11 @@ def run_training(args, out, runtime, model, tokenizer, train_config, state, trai
                   f"python -m gptlib train --out {out} --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     if main:
-        val = evaluate(model, val_data)
+        val = evaluate(model, val_data, characters=data.val_characters)
         print(f"trained to step {train_config.max_iters} in {train_seconds:.1f} s; checkpoint: "
               f"{checkpoint_path(out)}")
-        print(f"full validation loss: {val.nats:.4f} ({val.bits_per_char:.4f} bits per character)")
+        print(f"full validation loss: {val.nats:.4f} per token ({val.bits_per_char:.4f} bits per "
+              f"character)")
     return 0
 
 
@@ -316,7 +335,7 @@ def run_training(args, out, runtime, model, tokenizer, train_config, state, trai
 
 def cmd_sample(args) -> int:
     if args.tokens <= 0:
-        raise UsageError(f"--tokens must be a positive number of characters, got {args.tokens}")
+        raise UsageError(f"--tokens must be a positive number, got {args.tokens}")
     if args.prompt == "":
         raise UsageError("the prompt is empty: give --prompt at least one character to start from")
     device = pick_device(args.device)
@@ -325,7 +344,8 @@ def cmd_sample(args) -> int:
     check_sampling(tokenizer.vocab_size, args.temperature, args.top_k, args.top_p)
     check_window_shift(model.config.block_size, args.window_shift)
     prompt = args.prompt
-    unknown = sorted({ch for ch in prompt if ch not in tokenizer.stoi})
+    unknown = sorted({ch for ch in prompt if ch not in tokenizer.stoi}) \
+        if isinstance(tokenizer, CharTokenizer) else []  # a byte-level BPE knows every text
     if unknown:
         shown = ", ".join(repr(ch) for ch in unknown)
         if not args.drop_unknown:
@@ -336,9 +356,10 @@ def cmd_sample(args) -> int:
         if not prompt:
             raise UsageError("nothing is left of the prompt once the unknown characters are dropped")
     block_size = model.config.block_size
-    if len(prompt) > block_size:
+    unit = "characters" if isinstance(tokenizer, CharTokenizer) else "tokens"
+    if len(tokenizer.encode(prompt)) > block_size:
         print(f"(the prompt is longer than the model's block_size {block_size}: "
-              f"it reads only the last {block_size} characters)", file=sys.stderr)
+              f"it reads only the last {block_size} {unit})", file=sys.stderr)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     sys.stdout.write(prompt)
     sys.stdout.flush()
@@ -357,16 +378,15 @@ def cmd_sample(args) -> int:
 def cmd_eval(args) -> int:
     device = pick_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device=device)
-    _, tokenizer, _, val_data = load_dataset(path=args.data or ckpt.data_path)
-    if ckpt.tokenizer.vocab != tokenizer.vocab:
-        raise UsageError("the checkpoint was trained on a text with another vocabulary")
-    if len(val_data) < 2:
-        raise UsageError("the validation split has fewer than 2 characters: nothing to predict")
+    data = read_tokens(ckpt.tokenizer, args.data or ckpt.data_path, "the checkpoint")
+    if len(data.val) < 2:
+        raise UsageError("the validation split has fewer than 2 tokens: nothing to predict")
     started = time.perf_counter()
-    result = evaluate(ckpt.model, val_data)
+    result = evaluate(ckpt.model, data.val, characters=data.val_characters)
     print(f"{checkpoint_path(args.checkpoint)} (step {ckpt.step}) on the validation split: "
           f"{result.tokens:,} predictions in {time.perf_counter() - started:.1f} s")
-    print(f"loss (nats per character)  {result.nats:.4f}")
+    unit = "character" if isinstance(ckpt.tokenizer, CharTokenizer) else "token"
+    print(f"{f'loss (nats per {unit})':<27}{result.nats:.4f}")
     print(f"bits per character         {result.bits_per_char:.4f}")
     print(f"perplexity                 {result.perplexity:.3f}")
     return 0
@@ -464,6 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--data", help="a UTF-8 text file to train on (default: Tiny Shakespeare)")
+    p.add_argument("--tokenizer", default=None,
+                   help="char (default): one token per character; bpe-N: a byte-level BPE of N "
+                        "tokens trained on the training split (e.g. bpe-512); or a tokenizer file "
+                        "(chapter 11). The checkpoint keeps it")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--precision", default="auto",
@@ -482,7 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("sample", help="write text with a trained GPT", **kwargs)
     p.add_argument("--checkpoint", required=True, help="run directory or checkpoint file")
     p.add_argument("--prompt", default="\n", help="text to start from (default: a newline)")
-    p.add_argument("--tokens", type=int, default=500, help="characters to write (default 500)")
+    p.add_argument("--tokens", type=int, default=500,
+                   help="tokens to write, characters for a character model (default 500)")
     p.add_argument("--temperature", type=float, default=1.0, help="> 0; below 1 is safer")
     p.add_argument("--top-k", type=int, default=None, help="keep only the k likeliest characters")
     p.add_argument("--top-p", type=float, default=None, help="nucleus: keep the top mass p")

@@ -4,6 +4,7 @@ sampling, a seed, streaming, and a KV cache that avoids recomputing the past.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 
 import torch
@@ -123,13 +124,26 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.T
 
 
 def stream_text(model, tokenizer, prompt: str, max_new_tokens: int, **kwargs) -> Iterator[str]:
-    """Yield the characters a model writes after ``prompt``, one at a time."""
+    """Yield the text a model writes after ``prompt``, token by token (a character each for a
+    character model)."""
     if not prompt:
         raise ValueError("the prompt is empty: give at least one character to start from")
     device = next(model.parameters()).device
     idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
+    if not hasattr(tokenizer, "token_bytes"):  # one character per token
+        for token in stream(model, idx, max_new_tokens, **kwargs):
+            yield tokenizer.decode(token[0].tolist())
+        return
+    # Byte-level tokens (chapter 11): a character's bytes may come in several tokens, so
+    # the text is written as soon as its bytes are complete.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     for token in stream(model, idx, max_new_tokens, **kwargs):
-        yield tokenizer.decode(token[0].tolist())
+        text = decoder.decode(b"".join(tokenizer.token_bytes(token[0].tolist())))
+        if text:
+            yield text
+    rest = decoder.decode(b"", final=True)
+    if rest:
+        yield rest
 
 
 def generate_text(model, tokenizer, prompt: str, max_new_tokens: int, **kwargs) -> str:

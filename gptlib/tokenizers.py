@@ -22,10 +22,22 @@ import os
 import re
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import regex
 import torch
+
+from gptlib.data import (
+    CharTokenizer,
+    DataError,
+    data_dir,
+    download,
+    load_shakespeare,
+    load_text,
+    sha256_of,
+    train_val_split,
+)
 
 # GPT-2's pre-split pattern, as OpenAI released it: a few English contractions, then
 # letters, digits or other symbols (each with at most one leading space), then
@@ -453,8 +465,6 @@ def bytes_to_unicode() -> dict[int, str]:
 
 def gpt2_files(folder=None) -> tuple[Path, Path]:
     """``encoder.json`` and ``vocab.bpe``, downloaded once into ``<data folder>/gpt2`` and checked."""
-    from gptlib.data import DataError, data_dir, download, sha256_of
-
     folder = Path(folder) if folder is not None else data_dir() / "gpt2"
     paths = []
     for name, (url, sha256) in GPT2_FILES.items():
@@ -518,3 +528,57 @@ class TokenWindows(torch.utils.data.Dataset):
         start = (i % len(self)) * self.stride
         window = self.tokens[start:start + self.block_size + 1]
         return window[:-1], window[1:]
+
+
+# --------------------------------------------------------------------------- a corpus in tokens
+
+
+@dataclass
+class TokenizedText:
+    """A text cut into tokens and split: the first 90% of its *characters* train, the rest validate.
+
+    The split is by characters whatever the tokenizer, so every model is scored on the
+    same validation text, and bits per character (``val_characters``) compare them.
+    """
+
+    tokenizer: object
+    train: torch.Tensor
+    val: torch.Tensor
+    val_characters: int
+
+
+def make_tokenizer(spec: str, text: str, train_characters: int):
+    """``"char"``: one token per character of ``text``; ``"bpe-N"``: a BPE of N tokens trained
+    on the training part of ``text`` (its first ``train_characters``) with GPT-2's pattern;
+    anything else: a tokenizer file saved by :meth:`BPETokenizer.save`."""
+    if spec == "char":
+        return CharTokenizer(text)
+    found = re.fullmatch(r"bpe-(\d+)", spec)
+    if found:
+        return BPETokenizer.train(text[:train_characters], int(found.group(1)))
+    if not Path(spec).exists():
+        raise ValueError(f"the tokenizer must be char, bpe-N (N >= 256, e.g. bpe-512) or a "
+                         f"tokenizer file; there is no file {spec}")
+    return BPETokenizer.load(spec)
+
+
+def tokenize_dataset(tokenizer="char", path=None, train_fraction: float = 0.9) -> TokenizedText:
+    """Tiny Shakespeare (or the text file at ``path``) in tokens, split into train and val.
+
+    ``tokenizer`` is a spec for :func:`make_tokenizer` or a tokenizer already made (a
+    checkpoint's). With ``"char"`` the result is exactly ``gptlib.data.load_dataset``'s.
+    """
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be between 0 and 1, got {train_fraction}")
+    text = load_shakespeare() if path is None else load_text(path)
+    n = int(train_fraction * len(text))
+    if isinstance(tokenizer, str):
+        tokenizer = make_tokenizer(tokenizer, text, n)
+    if isinstance(tokenizer, CharTokenizer):
+        train, val = train_val_split(torch.tensor(tokenizer.encode(text), dtype=torch.long),
+                                     train_fraction)
+    else:
+        train = torch.tensor(tokenizer.encode(text[:n]), dtype=torch.long)
+        val = torch.tensor(tokenizer.encode(text[n:]), dtype=torch.long)
+    return TokenizedText(tokenizer, train, val, len(text) - n)
+

@@ -14,6 +14,8 @@ import torch
 from gptlib import cli
 from gptlib.checkpoint import FILENAME, load_checkpoint
 from gptlib.cli import main
+from gptlib.data import DATA_N_CHARS, load_shakespeare
+from gptlib.tokenizers import BPETokenizer, tokenize_dataset
 
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
         "--batch_size", "4", "--max_iters", "6", "--eval_interval", "3", "--eval_iters", "2",
@@ -398,14 +400,14 @@ def test_a_run_never_removes_a_folder_that_another_run_made_meanwhile(tmp_path, 
                                                                        capsys):
     out = tmp_path / "run"
     others = contextlib.ExitStack()
-    real_load = cli.load_dataset
+    real_load = cli.tokenize_dataset
 
     def another_run_starts_meanwhile(*args, **kwargs):
         out.mkdir()
         others.enter_context(cli.run_lock(out))
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "load_dataset", another_run_starts_meanwhile)
+    monkeypatch.setattr(cli, "tokenize_dataset", another_run_starts_meanwhile)
     with others:
         assert main(["train", "--out", str(out), *TINY]) == 2
         assert "another training run is writing to" in capsys.readouterr().err
@@ -492,3 +494,62 @@ def test_export_writes_16_bit_weights_that_sample_and_evaluate_but_do_not_resume
 def printed_loss_of(run, capsys) -> float:
     assert main(["eval", "--checkpoint", str(run)]) == 0
     return printed_loss(capsys.readouterr().out)
+
+
+# --- sub-word tokens (chapter 11) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bpe_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bpe-run")
+    assert main(["train", "--out", str(out), "--overwrite", "--tokenizer", "bpe-300", *TINY]) == 0
+    return out
+
+
+def test_a_bpe_run_keeps_its_tokenizer_in_the_checkpoint(bpe_run):
+    ckpt = load_checkpoint(bpe_run)
+    assert isinstance(ckpt.tokenizer, BPETokenizer) and len(ckpt.tokenizer.merges) == 44
+    assert ckpt.model.config.vocab_size == 300
+    text = load_shakespeare()
+    expected = BPETokenizer.train(text[: int(0.9 * len(text))], 300)  # trained on train alone
+    assert ckpt.tokenizer.merges == expected.merges
+
+
+def test_a_bpe_run_samples_and_scores_in_bits_per_character(bpe_run, capsys):
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(bpe_run), "--prompt", "ROMEO:", "--tokens", "20"]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:")
+    assert main(["eval", "--checkpoint", str(bpe_run)]) == 0
+    out = capsys.readouterr().out
+    nats = float(re.search(r"loss \(nats per token\)\s+([\d.]+)", out).group(1))
+    bits = float(re.search(r"bits per character\s+([\d.]+)", out).group(1))
+    data = tokenize_dataset(load_checkpoint(bpe_run).tokenizer)
+    # the same total information, counted per token or per character
+    assert bits == pytest.approx(nats * len(data.val) / data.val_characters / math.log(2), rel=1e-3)
+    assert data.val_characters == DATA_N_CHARS - int(0.9 * DATA_N_CHARS)
+
+
+def test_a_saved_tokenizer_file_trains_and_a_resume_keeps_the_tokenizer(tmp_path, bpe_run, capsys):
+    path = load_checkpoint(bpe_run).tokenizer.save(tmp_path / "shakespeare.bpe")
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--tokenizer", str(path), *TINY]) == 0
+    assert load_checkpoint(out).tokenizer.dumps() == path.read_text()
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--tokenizer", "char",
+                 "--max_iters", "8", "--quiet"]) == 2
+    assert "keeps the tokenizer it was trained with" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--resume", "--max_iters", "8", "--quiet"]) == 0
+    assert load_checkpoint(out).step == 8
+
+
+@pytest.mark.parametrize("spec,message", [("bpe-100", "at least 256"),
+                                          ("words", "must be char, bpe-N"),
+                                          ("{data}", "not a gptlib BPE tokenizer")])
+def test_a_bad_tokenizer_is_one_line_and_leaves_nothing(tmp_path, capsys, spec, message):
+    foreign = tmp_path / "foreign.txt"
+    foreign.write_text("hello\n")
+    out = tmp_path / "runs" / "run"
+    assert main(["train", "--out", str(out), "--tokenizer", spec.format(data=foreign), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()

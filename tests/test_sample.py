@@ -153,3 +153,21 @@ def test_generation_leaves_a_training_model_in_training_mode(model):
     generate(model, torch.zeros(1, 1, dtype=torch.long), 2)
     assert model.training
     model.eval()
+
+
+def test_byte_level_tokens_stream_whole_characters():
+    # A random model over byte-level tokens writes bytes in any order: characters split
+    # across tokens must come out whole, and broken ones as U+FFFD, as decode() gives them.
+    from gptlib.tokenizers import BPETokenizer
+
+    tokenizer = BPETokenizer.train("naïve café 😀 日本 " * 20, 280)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2,
+                          n_embd=16, dropout=0.0))
+    prompt = "café"
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    written = generate(model, ids, 60, generator=torch.Generator().manual_seed(3))
+    pieces = list(stream_text(model, tokenizer, prompt, 60, generator=torch.Generator().manual_seed(3)))
+    assert prompt + "".join(pieces) == tokenizer.decode(written[0])
+    new = written[0, len(ids[0]):].tolist()
+    assert any(128 <= t < 256 for t in new)  # it did write single bytes of multi-byte characters
