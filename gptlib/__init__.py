@@ -21,6 +21,9 @@ module                      chapter  what it holds
 ``gptlib.sample``           08       temperature, top-k, top-p, streaming, the KV cache's window
 ``gptlib.evaluate``         09       the loss of every prediction; nats, bits per character,
                                      perplexity; loss by position, by character, by play
+``gptlib.tokenizers``       11       a word tokenizer; byte-level BPE (train, encode, decode,
+                                     special tokens, a readable file); GPT-2's tokenizer from
+                                     OpenAI's files; sliding windows; a corpus in any tokens
 ``gptlib.viz``              all      heatmaps, the live loss plot, the interactive explorers,
                                      a passage coloured by loss
 ``gptlib.exercises``        all      the self-checking exercises' check()

@@ -127,12 +127,10 @@ class WordTokenizer:
     def decode(self, ids) -> str:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
-        try:
-            return "".join(self.itos[i] for i in ids)
-        except (IndexError, TypeError):
-            bad = next(i for i in ids if not isinstance(i, int) or not 0 <= i < self.vocab_size)
-            message = f"token id {bad!r} is outside the vocabulary (0..{self.vocab_size - 1})"
-            raise ValueError(message) from None
+        bad = [i for i in ids if not isinstance(i, int) or not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]!r} is outside the vocabulary (0..{self.vocab_size - 1})")
+        return "".join(self.itos[i] for i in ids)
 
     def __repr__(self) -> str:
         return f"WordTokenizer(vocab_size={self.vocab_size})"
@@ -196,6 +194,7 @@ class BPETokenizer:
             alternatives = sorted(self.special_tokens, key=len, reverse=True)
             self._special_split = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
         self._cache: dict[str, list[int]] = {}
+        self.merge_counts: list[int] | None = None  # set by train(): each merge's count
 
     @property
     def vocab_size(self) -> int:
@@ -209,6 +208,8 @@ class BPETokenizer:
               special_tokens=(), verbose: bool = False) -> "BPETokenizer":
         """Learn ``vocab_size - 256`` merges from ``text`` (fewer if the text runs out of pairs).
 
+        ``merge_counts`` of the result says how many times each merged pair occurred.
+
         At each step the most frequent pair of neighbouring tokens becomes a new token.
         A tie goes to the pair that occurs first in the text, as in the reference trainer
         (``tiktoken._educational.bpe_train``), so the merges are the same, in the same order.
@@ -220,7 +221,8 @@ class BPETokenizer:
         check_encodable(text)
         if vocab_size < 256:
             raise ValueError(f"vocab_size must be at least 256 (one token per byte), got {vocab_size}")
-        chunks = Counter(regex.findall(pattern, text) if pattern else [text] if text else [])
+        pieces = regex.findall(pattern, text) if pattern else [text]
+        chunks = Counter(piece for piece in pieces if piece)
         words = [list(chunk.encode("utf-8")) for chunk in chunks]  # distinct chunks, first seen first
         counts = list(chunks.values())
         vocab = {b: bytes([b]) for b in range(256)}
@@ -249,6 +251,7 @@ class BPETokenizer:
         heap = [(-c, first_seen(p), p) for p, c in pair_count.items()]
         heapq.heapify(heap)
         merges: dict[tuple[int, int], int] = {}
+        merge_counts: list[int] = []  # how often each merged pair occurred when it was merged
         while len(vocab) < vocab_size and heap:
             negative, seen, pair = heapq.heappop(heap)
             count = pair_count.get(pair, 0)
@@ -264,6 +267,7 @@ class BPETokenizer:
                 new = len(vocab)
                 vocab[new], id_of[joined] = joined, new
             merges[pair] = new
+            merge_counts.append(count)
             if verbose:
                 print(f"merge {len(merges)}: {vocab[pair[0]]!r} + {vocab[pair[1]]!r} -> "
                       f"{joined!r} ({count} times)")
@@ -286,7 +290,9 @@ class BPETokenizer:
                 if pair_count[p] > 0:
                     heapq.heappush(heap, (-pair_count[p], first_seen(p), p))
         specials = {s: len(vocab) + i for i, s in enumerate(special_tokens)}  # after the merges
-        return cls(merges, pattern=pattern, special_tokens=specials)
+        tokenizer = cls(merges, pattern=pattern, special_tokens=specials)
+        tokenizer.merge_counts = merge_counts
+        return tokenizer
 
     # ---- encoding and decoding
 

@@ -313,3 +313,48 @@ def character_losses(text: str, losses, ax=None, width: int = 64, vmax: float | 
     mappable = plt.cm.ScalarMappable(cmap=colours, norm=plt.Normalize(0, top))
     ax.figure.colorbar(mappable, ax=ax, fraction=0.02, pad=0.01, label="loss (nats)")
     return ax
+
+
+TOKEN_COLOURS = ["#fde2a7", "#b9e4c9", "#c6d8ff", "#f7c6d9", "#e0d4f7"]
+
+
+class TokenView:
+    """A text cut into tokens, each on a background of its own colour (chapter 11).
+
+    A notebook shows it as HTML (``_repr_html_``); a space is drawn as ``·`` and a
+    line break as ``↵`` so that tokens made of whitespace can be seen.
+    """
+
+    def __init__(self, pieces):
+        self.pieces = list(pieces)
+
+    def _repr_html_(self) -> str:
+        spans = []
+        for i, piece in enumerate(self.pieces):
+            shown = html.escape(piece).replace(" ", "·").replace("\n", "↵<br>")
+            spans.append(f'<span style="background:{TOKEN_COLOURS[i % len(TOKEN_COLOURS)]};'
+                         f'color:#000;padding:1px 0;margin-right:1px">{shown}</span>')
+        return ('<div style="font-family:monospace;line-height:1.9;white-space:pre-wrap">'
+                + "".join(spans) + "</div>")
+
+    def __repr__(self) -> str:
+        return "|".join(self.pieces)
+
+
+def windows_diagram(n_tokens: int, block_size: int, stride: int, ax=None, title: str | None = None):
+    """The (input, target) windows of :class:`gptlib.tokenizers.TokenWindows` over ``n_tokens``
+    tokens: one row per window, its input cells dark and its last target cell light."""
+    count = max(0, (n_tokens - block_size - 1) // stride + 1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(n_tokens * 0.3 + 1, count * 0.3 + 0.8))
+    for row in range(count):
+        start = row * stride
+        ax.add_patch(plt.Rectangle((start, row), block_size, 0.8, color="#4c72b0"))
+        ax.add_patch(plt.Rectangle((start + block_size, row), 1, 0.8, color="#a6c8ff"))
+    ax.set_xlim(0, n_tokens)
+    ax.set_ylim(count, -0.2)
+    ax.set_xticks(range(0, n_tokens + 1, max(1, n_tokens // 10)))
+    ax.set_yticks([r + 0.4 for r in range(count)], [f"window {r}" for r in range(count)])
+    ax.set_xlabel("token position")
+    ax.set_title(title or f"block_size {block_size}, stride {stride}: {count} windows")
+    return ax

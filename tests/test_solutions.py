@@ -45,3 +45,18 @@ def test_the_answers_to_chapter_09_pass_its_checks():
     hardest = answers.exercise_4(text, torch.tensor([0.5, 9.0, 0.1]), len(train_data), k=1)
     assert hardest == [f"{text[len(train_data) + 2 - 30 : len(train_data) + 2]!r} -> "
                        f"{text[len(train_data) + 2]!r} (9.0 nats)"]
+
+
+def test_the_answers_to_chapter_11_pass_its_checks():
+    from gptlib.data import load_shakespeare
+    from gptlib.tokenizers import TokenWindows, gpt2_tokenizer
+
+    answers = solutions_of("11_tokenization")
+    gpt2 = gpt2_tokenizer()
+    assert right(answers.exercise_1(gpt2), (9, len(gpt2.encode("日本語"))))
+    text = load_shakespeare()
+    assert right(answers.exercise_2(text[:10_000]), 292)  # "e " in chapter 11's printout
+    assert right(answers.exercise_3(), len(TokenWindows(range(1000), 32, 16)))
+    assert right(answers.exercise_4(3.0, 2.0), 3.0 / 2.0 / math.log(2))
+    compression = answers.exercise_5(text[:200_000], text[200_000:260_000], vocab_size=400)
+    assert compression["gpt4"] > compression["gpt2"] > 1.5

@@ -73,8 +73,9 @@ def test_unknown_words_become_unk_and_documents_are_separated():
     assert tok.unknown("to sleep, to dream") == ["sleep", ",", "dream"]
     ids = tok.encode_documents(["to be", "not to be"])
     assert ids.count(tok.stoi[ENDOFTEXT]) == 1 and tok.decode(ids) == "to be<|endoftext|>not to be"
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        tok.decode([0, tok.vocab_size])
+    for bad in (tok.vocab_size, -1):
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            tok.decode([0, bad])
 
 
 # ---------------------------------------------------------------- BPE training
@@ -90,6 +91,7 @@ def test_the_first_merges_of_a_small_text():
     # "a a" is the most frequent pair (6 times: twice in each "aaa"). After it the text is
     # [aa a b ' ' aa a b ...]: "aa a" and "a b" tie at 3, and the pair seen first wins.
     assert [tok.vocab[i] for i in (256, 257)] == [b"aa", b"aaa"]
+    assert tok.merge_counts == [6, 3]
     assert tok.encode("aaab") == [257, ord("b")]
 
 
