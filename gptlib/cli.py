@@ -143,13 +143,30 @@ def cmd_train(args) -> int:
     if args.resume and not existing.exists():
         raise UsageError(f"--resume, but there is no checkpoint in {out} to resume from")
     distributed = from_environment()
-    device = pick_device(args.device)
+    if args.backend == "numpy":
+        check_numpy_backend(args, distributed)
+    device = pick_device("cpu" if args.backend == "numpy" else args.device)
     if distributed.enabled and device.type == "cuda":
         device = torch.device("cuda", distributed.local_rank)  # one GPU per process
-    runtime = Runtime(device, autocast_dtype(device, args.precision), args.compile, distributed)
+    runtime = Runtime(device, autocast_dtype(device, args.precision), args.compile, distributed,
+                      backend=args.backend)
 
     # Everything is checked before the data is read and before anything is written.
     return train_in(out, args, overrides, distributed, device, runtime)
+
+
+def check_numpy_backend(args, distributed) -> None:
+    """Chapter 10's NumPy GPT trains on the CPU, in float32, alone, without dropout."""
+    refusals = [
+        (args.device not in ("auto", "cpu"), f"--device {args.device}: it runs on the CPU"),
+        (args.precision not in ("auto", "float32"), f"--precision {args.precision}: it computes "
+                                                    f"in float32"),
+        (args.compile, "--compile: there is no torch graph to compile"),
+        (distributed.enabled, "several processes: it trains in one"),
+    ]
+    for refused, reason in refusals:
+        if refused:
+            raise UsageError(f"the numpy backend cannot take {reason}")
 
 
 def make_run_directory(out: Path) -> list[Path]:
@@ -192,6 +209,9 @@ def train_in(out: Path, args, overrides: dict, distributed, device, runtime) -> 
                 ckpt = None
                 model_config, train_config = get_preset(args.preset or "cpu", **overrides)
                 data_path = args.data
+            if args.backend == "numpy" and model_config.dropout > 0:
+                raise UsageError(f"the numpy backend has no dropout; this model has dropout "
+                                 f"{model_config.dropout}: add --dropout 0")
             distributed.shard(train_config.batch_size)  # refuses a batch that does not split evenly
             check_memory(model_config, train_config.batch_size // distributed.world_size, device)
             data = read_tokens(ckpt.tokenizer if ckpt else args.tokenizer or "char", data_path,
@@ -286,6 +306,8 @@ def run_training(args, out, runtime, model, train_config, state, data: Tokenized
         say(f"forward passes autocast to {str(runtime.dtype).removeprefix('torch.')}")
     if runtime.compile:
         say("training through torch.compile (the first steps wait for it to compile)")
+    if runtime.backend == "numpy":
+        say("every training step in NumPy, forward and backward by hand (gptlib.numpy_gpt)")
     saved = state.step if state is not None else None  # the step of the checkpoint on disk
     state = state or TrainState.start(model, train_config)
 
@@ -495,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast the forward pass; auto: bfloat16 (or float16) on a CUDA GPU, "
                         "float32 elsewhere")
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
+    p.add_argument("--backend", default="torch", choices=["torch", "numpy"],
+                   help="torch (default), or numpy: chapter 10's GPT in NumPy, every gradient "
+                        "by hand (CPU, float32, no dropout)")
     cpu = PRESETS["cpu"]
     for title, config in (("model (GPTConfig)", cpu.model), ("training (TrainConfig)", cpu.train)):
         group = p.add_argument_group(title)

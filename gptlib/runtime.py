@@ -20,6 +20,7 @@ the same optimizer step and the copies stay identical.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -118,6 +119,7 @@ class Runtime:
     dtype: torch.dtype = torch.float32
     compile: bool = False
     distributed: Distributed = field(default_factory=Distributed)
+    backend: str = "torch"  # or "numpy": chapter 10's GPT, backward by hand (numpy_training_step)
 
     def __enter__(self) -> "Runtime":
         """Join the process group (NCCL between GPUs, gloo between CPU processes)."""
@@ -145,6 +147,8 @@ class Runtime:
 
     def training_step(self, model, config: TrainConfig):
         """The step of :func:`gptlib.train.training_step`, with autocast, compile and DDP."""
+        if self.backend == "numpy":
+            return numpy_training_step(model)
         net = torch.compile(model) if self.compile else model
         if self.distributed.enabled:
             cuda = self.device.type == "cuda"
@@ -228,3 +232,40 @@ def available_memory(device: torch.device) -> int | None:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def numpy_training_step(model):
+    """Chapter 10's backend: the loop's training step computed by :mod:`gptlib.numpy_gpt`.
+
+    The NumPy arrays are views of the model's parameters and of AdamW's moments (a CPU
+    tensor shares its memory with ``.numpy()``), so the update by hand changes the very
+    weights and optimizer state that the loop evaluates, checkpoints and resumes: nothing
+    else in the loop knows. The forward and backward passes, clipping and AdamW are
+    NumPy's; torch only draws the batches and scores the model at each evaluation.
+    """
+    from gptlib.numpy_gpt import NumpyGPT, adamw_update, clip_grad_norm
+
+    names = {p: name for name, p in model.named_parameters()}
+    net = NumpyGPT({name: p.detach().numpy() for name, p in model.named_parameters()},
+                   model.config.n_head)
+
+    def step(model, optimizer, x, y, grad_clip: float) -> torch.Tensor:
+        loss, grads = net.loss_and_grads(x.numpy(), y.numpy())
+        if not math.isfinite(loss):
+            return torch.tensor(loss)  # the loop stops on it, before any update
+        if grad_clip > 0:
+            clip_grad_norm(grads, grad_clip)
+        for group in optimizer.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                state = optimizer.state[p]
+                if not state:  # what torch's AdamW makes at its first step
+                    state.update(step=torch.tensor(0.0), exp_avg=torch.zeros_like(p),
+                                 exp_avg_sq=torch.zeros_like(p))
+                state["step"] += 1
+                adamw_update(p.detach().numpy(), grads[names[p]], state["exp_avg"].numpy(),
+                             state["exp_avg_sq"].numpy(), int(state["step"].item()), group["lr"],
+                             beta1, beta2, group["eps"], group["weight_decay"])
+        return torch.tensor(loss)
+
+    return step

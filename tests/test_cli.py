@@ -553,3 +553,37 @@ def test_a_bad_tokenizer_is_one_line_and_leaves_nothing(tmp_path, capsys, spec, 
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()
+
+
+# --- the numpy backend (chapter 10) --------------------------------------------------------
+
+
+def test_the_numpy_backend_trains_the_same_model_as_torch(tmp_path):
+    runs = {}
+    for backend in ("torch", "numpy"):
+        out = tmp_path / backend
+        assert main(["train", "--out", str(out), "--backend", backend, *TINY]) == 0
+        runs[backend] = load_checkpoint(out)
+    for name, weight in runs["torch"].model.state_dict().items():
+        torch.testing.assert_close(runs["numpy"].model.state_dict()[name], weight, rtol=1e-3, atol=1e-4)
+    assert runs["numpy"].history["train_loss"] == pytest.approx(runs["torch"].history["train_loss"], abs=1e-3)
+
+
+def test_a_numpy_run_resumes_with_either_backend(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--backend", "numpy", *TINY]) == 0
+    assert main(["train", "--out", str(out), "--resume", "--max_iters", "8", "--quiet"]) == 0
+    assert main(["train", "--out", str(out), "--resume", "--backend", "numpy", "--max_iters", "10",
+                 "--quiet"]) == 0
+    assert load_checkpoint(out).step == 10
+
+
+@pytest.mark.parametrize("option,message", [
+    (["--compile"], "no torch graph"), (["--precision", "bfloat16"], "computes in float32"),
+    (["--device", "cuda"], "runs on the CPU"), (["--dropout", "0.1"], "add --dropout 0"),
+])
+def test_the_numpy_backend_refuses_what_it_cannot_do(tmp_path, capsys, option, message):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--backend", "numpy", *TINY, *option]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not out.exists()
