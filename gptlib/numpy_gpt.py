@@ -84,21 +84,26 @@ SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 def gelu_forward(x: np.ndarray):
     """GELU(x) = x * Phi(x), Phi the normal CDF: the exact GELU, torch's ``F.gelu``."""
-    cdf = 0.5 * (1.0 + erf(x / SQRT_2))
+    cdf = erf(x * (1.0 / SQRT_2))
+    cdf += 1.0  # in place: on a (B, T, 4C) array each temporary costs as much as the sum
+    cdf *= 0.5
     return x * cdf, (x, cdf)
 
 
 def gelu_backward(dy: np.ndarray, cache) -> np.ndarray:
     """d/dx [x Phi(x)] = Phi(x) + x phi(x), phi the normal density."""
     x, cdf = cache
-    pdf = np.exp(-0.5 * x * x) / SQRT_2PI
-    return dy * (cdf + x * pdf)
+    slope = np.exp(-0.5 * x * x)
+    slope *= x * (1.0 / SQRT_2PI)  # x phi(x)
+    slope += cdf
+    return dy * slope
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
     """exp(z) / sum exp(z) over the last axis (the max subtracted first: no overflow)."""
     e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
 
 
 def softmax_backward(dp: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -120,9 +125,9 @@ def causal_attention_forward(x, w_query, w_key, w_value, w_proj, b_proj, n_head:
         return a.reshape(B, T, n_head, D).transpose(0, 2, 1, 3)
 
     q, k, v = heads(x @ w_query.T), heads(x @ w_key.T), heads(x @ w_value.T)
-    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(D)          # (B, H, T, T)
-    future = np.triu(np.ones((T, T), dtype=bool), k=1)
-    weights = softmax(np.where(future, -np.inf, scores))        # 0 on the future
+    scores = q @ k.transpose(0, 1, 3, 2) * (1.0 / math.sqrt(D))  # (B, H, T, T)
+    scores[..., np.triu(np.ones((T, T), dtype=bool), k=1)] = -np.inf  # the future
+    weights = softmax(scores)                                   # 0 on the future
     joined = (weights @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
     out, proj_cache = linear_forward(joined, w_proj, b_proj)
     return out, (x, q, k, v, weights, proj_cache, w_query, w_key, w_value)
@@ -141,7 +146,7 @@ def causal_attention_backward(dy: np.ndarray, cache):
     dout = djoined.reshape(B, T, H, D).transpose(0, 2, 1, 3)    # (B, H, T, D)
     dweights = dout @ v.transpose(0, 1, 3, 2)                   # out = weights @ v
     dv = weights.transpose(0, 1, 3, 2) @ dout
-    dscores = softmax_backward(dweights, weights) / math.sqrt(D)
+    dscores = softmax_backward(dweights, weights) * (1.0 / math.sqrt(D))
     dq = dscores @ k                                            # scores = q k^T / sqrt(D)
     dk = dscores.transpose(0, 1, 3, 2) @ q
 

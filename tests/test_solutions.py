@@ -60,3 +60,27 @@ def test_the_answers_to_chapter_11_pass_its_checks():
     assert right(answers.exercise_4(3.0, 2.0), 3.0 / 2.0 / math.log(2))
     compression = answers.exercise_5(text[:200_000], text[200_000:260_000], vocab_size=400)
     assert compression["gpt4"] > compression["gpt2"] > 1.5
+
+
+def test_the_answers_to_chapter_10_pass_its_checks():
+    import numpy as np
+    import torch.nn.functional as F
+
+    from gptlib import numpy_gpt as ng
+
+    answers = solutions_of("10_backprop_by_hand")
+    xs = np.linspace(-3, 3, 13)
+    xt = torch.tensor(xs, requires_grad=True)
+    F.gelu(xt, approximate="tanh").sum().backward()
+    assert np.allclose(answers.exercise_1(np.ones_like(xs), xs), xt.grad.numpy())
+    rng = np.random.default_rng(1)
+    dy = rng.normal(size=(2, 3, 4))
+    assert np.allclose(answers.exercise_2(dy), ng.linear_backward(dy, (rng.normal(size=(2, 3, 5)),
+                                                                       rng.normal(size=(4, 5))))[2])
+    s, dp = rng.normal(size=6), rng.normal(size=6)
+    st = torch.tensor(s, requires_grad=True)
+    torch.softmax(st / 2.0, dim=0).backward(torch.tensor(dp))
+    assert np.allclose(answers.exercise_3(s, dp, 2.0), st.grad.numpy())
+    assert right(answers.exercise_4(), 2 * 24 * 4 * 32 * 32)
+    errors = answers.exercise_5()
+    assert errors["right"] < 1e-7 < 1e-2 < errors["broken"]
