@@ -37,6 +37,7 @@ def test_the_chapters_are_all_there_in_order():
         "07_training.ipynb",
         "08_sampling.ipynb",
         "09_evaluation.ipynb",
+        "10_backprop_by_hand.ipynb",
         "11_tokenization.ipynb",
     ]
 
