@@ -21,6 +21,8 @@ module                      chapter  what it holds
 ``gptlib.sample``           08       temperature, top-k, top-p, streaming, the KV cache's window
 ``gptlib.evaluate``         09       the loss of every prediction; nats, bits per character,
                                      perplexity; loss by position, by character, by play
+``gptlib.numpy_gpt``        10       the GPT in NumPy alone: every forward and backward by
+                                     hand, NumpyGPT, AdamW, clipping (no torch imported)
 ``gptlib.tokenizers``       11       a word tokenizer; byte-level BPE (train, encode, decode,
                                      special tokens, a readable file); GPT-2's tokenizer from
                                      OpenAI's files; sliding windows; a corpus in any tokens
