@@ -143,15 +143,16 @@ class MultiHeadAttention(nn.Module):
         block_size: int,
         dropout: float = 0.0,
         causal: bool = True,
+        qkv_bias: bool = False,
     ):
         super().__init__()
         if n_embd % n_head != 0:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
         self.n_head = n_head
         self.head_size = n_embd // n_head
-        self.key = nn.Linear(n_embd, n_embd, bias=False)
-        self.query = nn.Linear(n_embd, n_embd, bias=False)
-        self.value = nn.Linear(n_embd, n_embd, bias=False)
+        self.key = nn.Linear(n_embd, n_embd, bias=qkv_bias)  # GPT-2 has biases here (chapter 12)
+        self.query = nn.Linear(n_embd, n_embd, bias=qkv_bias)
+        self.value = nn.Linear(n_embd, n_embd, bias=qkv_bias)
         self.proj = nn.Linear(n_embd, n_embd)
         self.attn_dropout = nn.Dropout(dropout)
         self.resid_dropout = nn.Dropout(dropout)

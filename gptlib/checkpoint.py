@@ -62,7 +62,10 @@ def save_checkpoint(path, model: GPT, tokenizer: CharTokenizer | BPETokenizer, *
     """
     path = checkpoint_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights = model.state_dict()
+    if model.config.tied_head:  # the head is the embedding: stored once (safetensors refuses twins)
+        del weights["lm_head.weight"]
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in weights.items()}
     if weights_dtype is not None:
         tensors = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     history = state.history if state is not None else history
@@ -178,6 +181,8 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
             tokenizer = CharTokenizer(json.loads(metadata["vocab"]))
         model = GPT(config)
         weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        if config.tied_head and "token_embedding.weight" in weights:
+            weights["lm_head.weight"] = weights["token_embedding.weight"]
         model.load_state_dict(weights)
         train_config = None
         if "train_config" in metadata:

@@ -212,6 +212,11 @@ def train_in(out: Path, args, overrides: dict, distributed, device, runtime) -> 
             if args.backend == "numpy" and model_config.dropout > 0:
                 raise UsageError(f"the numpy backend has no dropout; this model has dropout "
                                  f"{model_config.dropout}: add --dropout 0")
+            gpt2_switches = [name for name in ("qkv_bias", "tied_head", "gelu", "layernorm_eps")
+                             if getattr(model_config, name) != GPTConfig.__dataclass_fields__[name].default]
+            if args.backend == "numpy" and gpt2_switches:
+                raise UsageError(f"the numpy backend builds the course's GPT only, without GPT-2's "
+                                 f"switches ({', '.join(gpt2_switches)})")
             distributed.shard(train_config.batch_size)  # refuses a batch that does not split evenly
             check_memory(model_config, train_config.batch_size // distributed.world_size, device)
             data = read_tokens(ckpt.tokenizer if ckpt else args.tokenizer or "char", data_path,

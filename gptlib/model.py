@@ -26,6 +26,15 @@ class GPTConfig:
     n_head: int = field(default=6, metadata={"help": "attention heads per block"})
     n_embd: int = field(default=384, metadata={"help": "width of the residual stream"})
     dropout: float = field(default=0.2, metadata={"help": "dropout probability in training"})
+    # GPT-2's switches (chapter 12). The defaults are the course's GPT; GPT-2 turns on
+    # the first two and uses tanh.
+    qkv_bias: bool = field(default=False, metadata={
+        "help": "biases on the query, key and value projections (GPT-2: yes)"})
+    tied_head: bool = field(default=False, metadata={
+        "help": "the output layer is the token embedding, reused, without bias (GPT-2: yes)"})
+    gelu: str = field(default="exact", metadata={
+        "help": "GELU: exact (with erf) or tanh (GPT-2's approximation)"})
+    layernorm_eps: float = field(default=1e-5, metadata={"help": "LayerNorm's epsilon"})
 
     def __post_init__(self):
         for f in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -39,6 +48,10 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:  # also refuses NaN
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.gelu not in ("exact", "tanh"):
+            raise ValueError(f"gelu must be exact or tanh, got {self.gelu!r}")
+        if not 0.0 < self.layernorm_eps < 1.0:
+            raise ValueError(f"layernorm_eps must be a small positive number, got {self.layernorm_eps!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,9 +73,10 @@ class FeedForward(nn.Module):
         self.fc = nn.Linear(config.n_embd, 4 * config.n_embd)
         self.proj = nn.Linear(4 * config.n_embd, config.n_embd)
         self.dropout = nn.Dropout(config.dropout)
+        self.approximate = "tanh" if config.gelu == "tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
+        return self.dropout(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):
@@ -70,11 +84,12 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln1 = nn.LayerNorm(config.n_embd)
+        self.ln1 = nn.LayerNorm(config.n_embd, eps=config.layernorm_eps)
         self.attn = MultiHeadAttention(
-            config.n_embd, config.n_head, config.block_size, dropout=config.dropout
+            config.n_embd, config.n_head, config.block_size, dropout=config.dropout,
+            qkv_bias=config.qkv_bias,
         )
-        self.ln2 = nn.LayerNorm(config.n_embd)
+        self.ln2 = nn.LayerNorm(config.n_embd, eps=config.layernorm_eps)
         self.ffwd = FeedForward(config)
 
     def forward(self, x: torch.Tensor, return_weights: bool = False,
@@ -130,9 +145,11 @@ class GPT(nn.Module):
         self.position_embedding = LearnedPositionalEmbedding(config.block_size, config.n_embd)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(config.n_embd)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layernorm_eps)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=not config.tied_head)
         self.apply(self._init_weights)
+        if config.tied_head:  # one matrix both reads tokens in and scores them out
+            self.lm_head.weight = self.token_embedding.weight
         # GPT-2: the layers that write into the residual stream start smaller, by
         # 1/sqrt(2 * n_layer), so that the stream's variance does not grow with depth.
         for name, param in self.named_parameters():

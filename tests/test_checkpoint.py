@@ -177,3 +177,14 @@ def test_weights_that_do_not_fit_their_config_are_refused(tmp_path):
     save_file(load_file(path), path, metadata=metadata)
     with pytest.raises(CheckpointError, match="does not match its config"):
         load_checkpoint(tmp_path)
+
+
+def test_a_tied_head_is_stored_once_and_comes_back_tied(tmp_path):
+    config = GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=2, n_embd=8, dropout=0.0,
+                       qkv_bias=True, tied_head=True, gelu="tanh")
+    model = GPT(config)
+    path = save_checkpoint(tmp_path, model, CharTokenizer("abcde"))
+    back = load_checkpoint(path).model
+    assert back.lm_head.weight is back.token_embedding.weight
+    idx = torch.tensor([[0, 1, 2, 3]])
+    torch.testing.assert_close(back(idx)[0], model(idx)[0])

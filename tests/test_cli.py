@@ -174,10 +174,14 @@ def test_help_lists_every_setting_of_both_configs_with_its_default_and_meaning(c
             if f.name == "vocab_size":
                 assert "--vocab_size" not in text  # the data decides it
                 continue
-            kind = "INT" if f.type.startswith("int") else "FLOAT"
             default = getattr(config, f.name)
             shown = "max_iters" if default is None else default
-            assert f"--{f.name} {kind} {f.metadata['help']} (default: {shown})" in text, f.name
+            if f.type == "bool":  # --name / --no-name
+                option = f"--{f.name}, --no-{f.name}"
+            else:
+                kind = "INT" if f.type.startswith("int") else "STR" if f.type == "str" else "FLOAT"
+                option = f"--{f.name} {kind}"
+            assert f"{option} {f.metadata['help']} (default: {shown})" in text, f.name
 
 
 def test_train_refuses_to_overwrite_a_run_unless_asked(run, capsys):
@@ -581,6 +585,7 @@ def test_a_numpy_run_resumes_with_either_backend(tmp_path):
 @pytest.mark.parametrize("option,message", [
     (["--compile"], "no torch graph"), (["--precision", "bfloat16"], "computes in float32"),
     (["--device", "cuda"], "runs on the CPU"), (["--dropout", "0.1"], "add --dropout 0"),
+    (["--tied_head", "--gelu", "tanh"], "without GPT-2's switches (tied_head, gelu)"),
 ])
 def test_the_numpy_backend_refuses_what_it_cannot_do(tmp_path, capsys, option, message):
     out = tmp_path / "run"

@@ -178,3 +178,38 @@ def test_a_full_kv_cache_refuses_more_and_stays_as_it_was(model):
     model(torch.randint(11, (1, 1)), cache=cache)  # one more still fits
     assert cache.length == 8
 
+
+
+# --- GPT-2's switches (chapter 12) ---------------------------------------------------------
+
+
+GPT2_SMALL = dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, dropout=0.0,
+                  qkv_bias=True, tied_head=True, gelu="tanh")
+
+
+def test_gpt2_small_has_exactly_its_124_439_808_parameters():
+    with torch.device("meta"):  # no memory: only the shapes are counted
+        assert GPT(GPTConfig(**GPT2_SMALL)).num_parameters() == 124_439_808
+
+
+def test_the_default_switches_are_the_course_gpt():
+    plain = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    names = dict(plain.named_parameters())
+    assert "blocks.0.attn.query.bias" not in names and "lm_head.bias" in names
+    assert plain.lm_head.weight is not plain.token_embedding.weight
+
+
+def test_each_gpt2_switch_does_what_it_says():
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, dropout=0.0,
+                       qkv_bias=True, tied_head=True, gelu="tanh", layernorm_eps=1e-3)
+    model = GPT(config)
+    names = dict(model.named_parameters())
+    assert {"blocks.0.attn.query.bias", "blocks.0.attn.key.bias", "blocks.0.attn.value.bias"} <= set(names)
+    assert model.lm_head.weight is model.token_embedding.weight and model.lm_head.bias is None
+    assert "lm_head.weight" not in names  # counted once, as the embedding
+    assert model.ln_f.eps == 1e-3 and model.blocks[0].ln1.eps == 1e-3
+    ffwd, x = model.blocks[0].ffwd, torch.randn(3, 8)
+    torch.testing.assert_close(ffwd(x), ffwd.proj(F.gelu(ffwd.fc(x), approximate="tanh")))
+    assert not torch.allclose(ffwd(x), ffwd.proj(F.gelu(ffwd.fc(x))), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="gelu must be exact or tanh"):
+        GPTConfig(gelu="relu")
