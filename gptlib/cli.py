@@ -212,7 +212,8 @@ def train_in(out: Path, args, overrides: dict, distributed, device, runtime) -> 
             if args.backend == "numpy" and model_config.dropout > 0:
                 raise UsageError(f"the numpy backend has no dropout; this model has dropout "
                                  f"{model_config.dropout}: add --dropout 0")
-            gpt2_switches = [name for name in ("qkv_bias", "tied_head", "gelu", "layernorm_eps")
+            gpt2_switches = [name for name in ("qkv_bias", "tied_head", "head_bias", "gelu",
+                                               "layernorm_eps")
                              if getattr(model_config, name) != GPTConfig.__dataclass_fields__[name].default]
             if args.backend == "numpy" and gpt2_switches:
                 raise UsageError(f"the numpy backend builds the course's GPT only, without GPT-2's "

@@ -32,6 +32,8 @@ class GPTConfig:
         "help": "biases on the query, key and value projections (GPT-2: yes)"})
     tied_head: bool = field(default=False, metadata={
         "help": "the output layer is the token embedding, reused, without bias (GPT-2: yes)"})
+    head_bias: bool = field(default=True, metadata={
+        "help": "a bias on the output layer (GPT-2: no; a tied head never has one)"})
     gelu: str = field(default="exact", metadata={
         "help": "GELU: exact (with erf) or tanh (GPT-2's approximation)"})
     layernorm_eps: float = field(default=1e-5, metadata={"help": "LayerNorm's epsilon"})
@@ -146,7 +148,8 @@ class GPT(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layernorm_eps)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=not config.tied_head)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size,
+                                 bias=config.head_bias and not config.tied_head)
         self.apply(self._init_weights)
         if config.tied_head:  # one matrix both reads tokens in and scores them out
             self.lm_head.weight = self.token_embedding.weight
@@ -164,6 +167,14 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @classmethod
+    def from_pretrained(cls, name: str, **kwargs) -> "GPT":
+        """GPT-2 (``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``) from the Hugging Face
+        Hub, or a local GPT-2 folder: see :func:`gptlib.pretrained.from_pretrained` (chapter 12)."""
+        from gptlib.pretrained import from_pretrained  # chapter 12 builds on this module
+
+        return from_pretrained(name, **kwargs)
 
     def num_parameters(self, include_position_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
