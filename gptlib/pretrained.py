@@ -134,7 +134,10 @@ def load_hf_folder(folder, dropout: float = 0.0, device="cpu") -> GPT:
         tensors = load_file(weights_path)
     except (OSError, ValueError) as error:
         raise PretrainedError(f"{folder} is not a readable GPT-2 checkpoint ({error})") from None
-    config = config_from_hf(hf, dropout)
+    try:
+        config = config_from_hf(hf, dropout)
+    except (KeyError, TypeError) as error:
+        raise PretrainedError(f"{config_path} is not a GPT-2 config (no {error})") from None
     model = GPT(config)
     weights = hf_to_ours(tensors, config)
     check_fit(model, weights, str(weights_path))

@@ -130,6 +130,9 @@ def test_missing_files_foreign_configs_and_offline_names(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text(json.dumps(dict(config, model_type="llama")))
     with pytest.raises(PretrainedError, match="not a GPT-2 checkpoint"):
         load_hf_folder(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(PretrainedError, match="is not a GPT-2 config"):
+        load_hf_folder(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert from_pretrained(str(tmp_path)).config.vocab_size == 101  # a local folder
     assert GPT.from_pretrained(str(tmp_path)).config.tied_head
