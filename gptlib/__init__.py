@@ -26,6 +26,8 @@ module                      chapter  what it holds
 ``gptlib.tokenizers``       11       a word tokenizer; byte-level BPE (train, encode, decode,
                                      special tokens, a readable file); GPT-2's tokenizer from
                                      OpenAI's files; sliding windows; a corpus in any tokens
+``gptlib.pretrained``       12       GPT-2 checkpoints in the Hugging Face format, in and out;
+                                     GPT.from_pretrained
 ``gptlib.viz``              all      heatmaps, the live loss plot, the interactive explorers,
                                      a passage coloured by loss
 ``gptlib.exercises``        all      the self-checking exercises' check()

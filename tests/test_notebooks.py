@@ -39,6 +39,7 @@ def test_the_chapters_are_all_there_in_order():
         "09_evaluation.ipynb",
         "10_backprop_by_hand.ipynb",
         "11_tokenization.ipynb",
+        "12_pretrained_weights.ipynb",
     ]
 
 

@@ -84,3 +84,14 @@ def test_the_answers_to_chapter_10_pass_its_checks():
     assert right(answers.exercise_4(), 2 * 24 * 4 * 32 * 32)
     errors = answers.exercise_5()
     assert errors["right"] < 1e-7 < 1e-2 < errors["broken"]
+
+
+def test_the_answers_to_chapter_12_pass_its_checks():
+    import struct
+
+    answers = solutions_of("12_pretrained_weights")
+    assert right(answers.exercise_1(), 354_823_168)
+    assert right(answers.exercise_2(), (384, 576))
+    raw = (SOLUTIONS.parent / "assets" / "hf-gpt2-shakespeare" / "model.safetensors").read_bytes()
+    assert right(answers.exercise_3(), struct.unpack("<Q", raw[:8])[0])
+    assert right(answers.exercise_4(), False)
