@@ -4,7 +4,8 @@ A GPT-2 checkpoint as ``transformers`` writes it is a folder with ``config.json`
 shape) and ``model.safetensors`` (the tensors, by name). Its names and layout differ from
 the course's GPT in four ways, all undone here:
 
-- the names (``transformer.h.3.attn.c_attn.weight`` is our ``blocks.3.attn.query/key/value``);
+- the names (``transformer.h.3.attn.c_attn.weight`` is our ``blocks.3.attn.query/key/value``;
+  the files released on the Hub drop the ``transformer.`` prefix, and both are read);
 - GPT-2's linear layers are ``Conv1D`` modules, whose weight is stored (in, out): the
   transpose of ``nn.Linear``'s (out, in);
 - the query, key and value projections are one fused matrix ``c_attn`` of 3 x n_embd
@@ -68,6 +69,10 @@ def hf_to_ours(tensors: dict[str, torch.Tensor], config: GPTConfig) -> dict[str,
                "transformer.ln_f.weight": "ln_f.weight", "transformer.ln_f.bias": "ln_f.bias",
                "lm_head.weight": "lm_head.weight"}
     for name, tensor in tensors.items():
+        # transformers' save_pretrained writes "transformer.h.0..."; the files released on the
+        # Hub (written by the older GPT2Model) have no "transformer." prefix: "h.0...".
+        if not name.startswith(("transformer.", "lm_head.")):
+            name = "transformer." + name
         if name in renames:
             out[renames[name]] = tensor
             continue
@@ -113,7 +118,7 @@ def check_fit(model: GPT, weights: dict[str, torch.Tensor], source: str) -> None
     unexpected = sorted(set(weights) - set(expected))
     shapes = sorted(f"{k} {tuple(weights[k].shape)} (expected {expected[k]})"
                     for k in set(expected) & set(weights) if tuple(weights[k].shape) != expected[k])
-    problems = [f"{label}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}"
+    problems = [f"{label} ({len(items)}): {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}"
                 for label, items in (("missing", missing), ("unexpected", unexpected),
                                      ("mis-shaped", shapes)) if items]
     if problems:

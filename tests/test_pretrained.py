@@ -118,8 +118,9 @@ def test_a_file_that_does_not_fit_is_refused_with_everything_wrong_at_once(tmp_p
     with pytest.raises(PretrainedError) as error:
         load_hf_folder(tmp_path)
     message = str(error.value)
-    assert "missing: blocks.1.ffwd.fc.bias" in message and "unexpected: transformer.extra.weight" in message
-    assert "mis-shaped: blocks.0.ln1.weight (17,) (expected (16,))" in message and "\n" not in message
+    assert "missing (1): blocks.1.ffwd.fc.bias" in message
+    assert "unexpected (1): transformer.extra.weight" in message
+    assert "mis-shaped (1): blocks.0.ln1.weight (17,) (expected (16,))" in message and "\n" not in message
 
 
 def test_missing_files_foreign_configs_and_offline_names(tmp_path, monkeypatch):
@@ -141,3 +142,20 @@ def test_missing_files_foreign_configs_and_offline_names(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(PretrainedError, match="Offline, download config.json and model.safetensors"):
         from_pretrained("gpt2", cache_dir=tmp_path / "cache")
+
+
+def test_the_hubs_layout_without_the_transformer_prefix_and_with_mask_buffers(tmp_path):
+    # The released GPT-2 files were written by the older GPT2Model: "h.0.attn.c_attn.weight",
+    # "wte.weight", ..., no lm_head (tied), and each block's causal mask as "h.N.attn.bias".
+    from safetensors.torch import load_file, save_file
+
+    theirs = hf_model(tmp_path, **SHAPES["small"])
+    tensors = load_file(tmp_path / "model.safetensors")
+    released = {k.removeprefix("transformer."): v for k, v in tensors.items() if k != "lm_head.weight"}
+    for i in range(2):
+        released[f"h.{i}.attn.bias"] = torch.tril(torch.ones(32, 32)).view(1, 1, 32, 32)
+    save_file(released, tmp_path / "model.safetensors")
+    ours = load_hf_folder(tmp_path)
+    idx = torch.randint(0, 101, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(idx)[0], theirs(idx).logits, rtol=0, atol=1e-5)
