@@ -55,6 +55,12 @@ class GPTConfig:
         if not 0.0 < self.layernorm_eps < 1.0:
             raise ValueError(f"layernorm_eps must be a small positive number, got {self.layernorm_eps!r}")
 
+    def __repr__(self) -> str:
+        """The shape, then only those of GPT-2's switches that are not at their default."""
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                 if f.name in BASE_FIELDS or getattr(self, f.name) != f.default]
+        return f"GPTConfig({', '.join(shown)})"
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -65,6 +71,9 @@ class GPTConfig:
         if unknown:
             raise ValueError(f"unknown GPTConfig fields: {', '.join(unknown)}")
         return cls(**values)
+
+
+BASE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout")
 
 
 class FeedForward(nn.Module):

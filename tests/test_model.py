@@ -213,3 +213,12 @@ def test_each_gpt2_switch_does_what_it_says():
     assert not torch.allclose(ffwd(x), ffwd.proj(F.gelu(ffwd.fc(x))), atol=0, rtol=0)
     with pytest.raises(ValueError, match="gelu must be exact or tanh"):
         GPTConfig(gelu="relu")
+
+
+def test_the_repr_shows_the_shape_and_only_the_switches_that_are_turned():
+    plain = GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_embd=128, dropout=0.0)
+    assert repr(plain) == ("GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_embd=128, "
+                           "dropout=0.0)")
+    gpt2 = GPTConfig(**GPT2_SMALL, head_bias=False)
+    assert repr(gpt2).endswith("dropout=0.0, qkv_bias=True, tied_head=True, head_bias=False, gelu='tanh')")
+    assert eval(repr(gpt2)) == gpt2
