@@ -13,8 +13,6 @@ renamed, so a crash mid-save leaves the previous checkpoint whole.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from gptlib.data import CharTokenizer
+from gptlib.data import CharTokenizer, write_atomically
 from gptlib.model import GPT, GPTConfig
 from gptlib.tokenizers import BPETokenizer
 from gptlib.train import (
@@ -94,17 +92,7 @@ def save_checkpoint(path, model: GPT, tokenizer: CharTokenizer | BPETokenizer, *
         # Dropout draws from torch's global generators: a resumed run goes on with the
         # same random numbers as one that never stopped.
         tensors.update({f"rng.{name}": value for name, value in random_states().items()})
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 @dataclass

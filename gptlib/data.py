@@ -102,6 +102,25 @@ def download(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
     return dest
 
 
+def write_atomically(path, write) -> Path:
+    """Write a file that is never seen half-written: ``write(tmp)`` fills a temporary file
+    beside ``path``, which is flushed to disk and then renamed to ``path``. If ``write``
+    fails, ``path`` keeps what it held before."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
 def load_shakespeare(url: str = DATA_URL) -> str:
     """Return the text of Tiny Shakespeare, downloading and verifying it on first use."""
     path = data_dir() / DATA_FILENAME

@@ -19,13 +19,12 @@ unexpected or mis-shaped: never a silent partial load.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from gptlib.data import write_atomically
 from gptlib.model import GPT, GPTConfig
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -194,19 +193,10 @@ def save_hf_folder(model: GPT, folder) -> Path:
     """Write ``model`` as a GPT-2 folder that ``transformers`` loads unchanged
     (``GPT2LMHeadModel.from_pretrained(folder)``). Each file is written atomically."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = ours_to_hf(model)
-    for name, write in ((WEIGHTS_FILE, lambda path: save_file(tensors, path, metadata={"format": "pt"})),
-                        (CONFIG_FILE, lambda path: Path(path).write_text(
-                            json.dumps(config_to_hf(model.config), indent=2) + "\n"))):
-        fd, tmp = tempfile.mkstemp(prefix=name + ".", suffix=".part", dir=folder)
-        os.close(fd)
-        try:
-            write(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, folder / name)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+    config = json.dumps(config_to_hf(model.config), indent=2) + "\n"
+    write_atomically(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    write_atomically(folder / CONFIG_FILE, lambda tmp: Path(tmp).write_text(config))
     return folder
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import heapq
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from gptlib.data import (
     load_text,
     sha256_of,
     train_val_split,
+    write_atomically,
 )
 
 # GPT-2's pre-split pattern, as OpenAI released it: a few English contractions, then
@@ -384,17 +383,7 @@ class BPETokenizer:
 
     def save(self, path) -> Path:
         """Write the tokenizer to ``path`` atomically (a temporary file, then renamed)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.dumps())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return path
+        return write_atomically(path, lambda tmp: Path(tmp).write_text(self.dumps(), encoding="utf-8"))
 
     @classmethod
     def loads(cls, content: str, source: str = "the tokenizer") -> "BPETokenizer":
