@@ -83,16 +83,44 @@ def save_checkpoint(path, model: GPT, tokenizer: CharTokenizer | BPETokenizer, *
     if history is not None:
         metadata["history"] = json.dumps(history)
     if state is not None:
-        optimizer = state.optimizer.state_dict()
-        for index, param_state in optimizer["state"].items():
-            for key, value in param_state.items():
-                tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-        metadata["optim_param_groups"] = json.dumps(optimizer["param_groups"])
+        tensors.update(optimizer_tensors(state.optimizer))
+        metadata["optim_param_groups"] = json.dumps(state.optimizer.state_dict()["param_groups"])
         tensors["rng.batches"] = state.batches.get_state()
         # Dropout draws from torch's global generators: a resumed run goes on with the
         # same random numbers as one that never stopped.
         tensors.update({f"rng.{name}": value for name, value in random_states().items()})
     return write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimizer's state (AdamW's moments and step counts) as tensors named
+    ``optim.<parameter index>.<name>``, the way a safetensors file holds them."""
+    tensors = {}
+    for index, param_state in optimizer.state_dict()["state"].items():
+        for key, value in param_state.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return tensors
+
+
+def optimizer_moments(tensors: dict, device) -> dict[int, dict]:
+    """The ``state`` part of an optimizer's state dict, back from :func:`optimizer_tensors`."""
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value.to(device)
+    return state
+
+
+def read_safetensors(file: Path, what: str, device="cpu") -> tuple[dict, dict]:
+    """The metadata and the tensors of a safetensors file, or one CheckpointError saying
+    that it is not a readable ``what``."""
+    try:
+        with safe_open(file, framework="pt") as f:
+            metadata = f.metadata() or {}
+        return metadata, load_file(file, device=str(device))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{file} is not a readable {what} ({error})") from None
 
 
 @dataclass
@@ -123,11 +151,7 @@ class Checkpoint:
         config = train_config or self.train_config
         device = next(self.model.parameters()).device
         optimizer = configure_optimizer(self.model, config, device.type)
-        state: dict = {}
-        for key, value in self.tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                state.setdefault(int(index), {})[name] = value.to(device)
+        state = optimizer_moments(self.tensors, device)
         groups = [dict(g, betas=tuple(g["betas"])) for g in self.optim_param_groups]  # JSON: no tuples
         # The moments come from the checkpoint; the settings (weight decay, betas) from the
         # config, which a resumed run may have changed (the loop sets lr at every step).
@@ -152,12 +176,7 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
     file = checkpoint_path(path)
     if not file.is_file():
         raise CheckpointError(f"no checkpoint at {path} (expected the file {file})")
-    try:
-        with safe_open(file, framework="pt") as f:
-            metadata = f.metadata() or {}
-        tensors = load_file(file)
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{file} is not a readable checkpoint ({error})") from None
+    metadata, tensors = read_safetensors(file, "checkpoint")
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{file} is not a gptlib checkpoint of this version "
                               f"(format {metadata.get('format')!r}, expected {FORMAT!r})")

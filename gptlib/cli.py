@@ -1,4 +1,4 @@
-"""The command line: ``python -m gptlib train | sample | eval | presets``.
+"""The command line: ``python -m gptlib train | sample | eval | export | presets | finetune | classify``.
 
 ``train``'s settings are made from the fields of :class:`GPTConfig` and
 :class:`TrainConfig`, so every setting a config has is an option, with its type, its
@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from gptlib.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
-from gptlib.data import CharTokenizer, DataError
+from gptlib.data import CharTokenizer, DataError, load_shakespeare, sha256_of
 from gptlib.evaluate import evaluate
 from gptlib.model import GPT, GPTConfig
 from gptlib.presets import PRESETS, get_preset
@@ -40,7 +40,7 @@ from gptlib.sample import check_sampling, check_window_shift, stream_text
 from gptlib.tokenizers import TokenizedText, tokenize_dataset
 from gptlib.train import TrainConfig, TrainingDiverged, TrainState
 
-COMMANDS = ("train", "sample", "eval", "export", "presets")
+COMMANDS = ("train", "sample", "eval", "export", "presets", "finetune", "classify")
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -448,6 +448,164 @@ def cmd_presets(args) -> int:
     return 0
 
 
+# --- finetune and classify (chapter 13) -------------------------------------------------
+
+# A fine-tune measures the whole validation set and logs every step: no eval_iters, log_interval.
+FINETUNE_SETTINGS = [f for f in fields(TrainConfig) if f.name not in ("eval_iters", "log_interval")]
+
+
+def cmd_finetune(args) -> int:
+    from gptlib import finetune as ft
+
+    overrides = {f.name: getattr(args, f.name) for f in FINETUNE_SETTINGS if hasattr(args, f.name)}
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other; pick one")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a directory for the fine-tune")
+    existing = ft.finetuned_path(out)
+    if existing.exists() and not (args.resume or args.overwrite):
+        raise UsageError(f"{out} already holds a fine-tune; add --resume to continue it, or "
+                         f"--overwrite to start over and replace it")
+    if args.resume and not existing.exists():
+        raise UsageError(f"--resume, but there is no fine-tune in {out} to resume from")
+    device = pick_device(args.device)
+    base_file = checkpoint_path(args.checkpoint)
+    base = load_checkpoint(base_file, device=device)
+    tokenizer = base.tokenizer
+    text = load_shakespeare()
+    if isinstance(tokenizer, CharTokenizer):
+        missing = sorted(set(text) - set(tokenizer.stoi))
+        if missing:
+            raise UsageError(f"the checkpoint's vocabulary lacks {len(missing)} characters of Tiny "
+                             f"Shakespeare ({''.join(missing[:10])!r}...): fine-tune a model trained on it")
+    speeches = ft.speeches(text)
+    block_size = base.model.config.block_size
+    if args.task == "play":
+        splits = ft.play_splits(speeches)
+        train_examples, val_examples = splits["train"], splits["val"]
+    else:
+        val_start = int(len(text) * 0.9)  # the pretraining's validation split (train_val_split)
+        splits = ft.reply_splits(ft.reply_examples(speeches, block_size), val_start)
+        train_examples, val_examples = splits["train"], splits["val"]
+        if not train_examples or not val_examples:
+            raise UsageError(f"the model reads {block_size} characters at most: too few for the "
+                             f"replies task's prompt and a reply (a block_size of 128 is enough)")
+    base_sha = sha256_of(base_file)
+    if args.resume:
+        saved = ft.load_finetuned(out, base.model, tokenizer, device)
+        asked = {"task": args.task, "method": args.method}
+        changed = [f"--{k} {v} (it was {saved.info[k]})" for k, v in asked.items() if saved.info[k] != v]
+        if changed:
+            raise UsageError(f"a resumed fine-tune keeps its task and method: {', '.join(changed)}")
+        if saved.info.get("base_sha256") != base_sha:
+            raise UsageError(f"the fine-tune in {out} was trained on another checkpoint than "
+                             f"{base_file}; resume it on the same one")
+        config = replace(saved.config, **overrides)
+        if saved.step >= config.max_iters:
+            raise UsageError(f"the fine-tune in {out} is already at step {saved.step}; to train "
+                             f"longer, resume with a larger --max_iters")
+        model, state, info = saved.model, ft.resume_state(saved, config), saved.info
+    else:
+        config = ft.default_config(args.task, args.method, **overrides)
+        model = ft.build(base.model, args.task, args.method, args.rank, args.alpha, config.seed)
+        state = None
+        info = {"task": args.task, "method": args.method, "rank": args.rank, "alpha": args.alpha,
+                "base_sha256": base_sha}
+    made: list[Path] = []
+    with contextlib.ExitStack() as held:
+        try:
+            made = make_run_directory(out)
+            held.enter_context(run_lock(out))
+            info = {**info, "base": os.path.relpath(base_file.resolve(), out.resolve())}
+            return run_finetune(args, out, model, tokenizer, config, state, info,
+                                train_examples, val_examples, splits)
+        except BaseException:
+            remove_if_empty(made)
+            raise
+
+
+def run_finetune(args, out, model, tokenizer, config, state, info, train_examples, val_examples,
+                 splits) -> int:
+    from gptlib import finetune as ft
+
+    task, method = info["task"], info["method"]
+    if state is not None:
+        print(f"resuming {out} at step {state.step} of {config.max_iters}")
+    print(f"{task} task, {method}: {ft.trainable_parameters(model):,} of "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters train; "
+          f"{len(train_examples):,} training and {len(val_examples):,} validation examples")
+    print(config)
+    saved = state.step if state is not None else None
+
+    def save():
+        nonlocal saved
+        ft.save_finetuned(out, model, info, config, state)
+        saved = state.step
+
+    def on_eval(step, history):
+        save()
+        measured = f"val loss {history['val_loss'][-1]:.4f}"
+        if history["val_accuracy"]:
+            measured += f", val accuracy {history['val_accuracy'][-1]:.1%}"
+        tqdm.write(f"step {step}: {measured}; fine-tune saved")
+
+    if state is None:
+        state = TrainState.start(model, config)
+        state.history = ft.new_history()
+    stop = StopRequest()
+    started = time.perf_counter()
+    with stop.installed():
+        try:
+            ft.finetune(model, tokenizer, train_examples, val_examples, config, state,
+                        on_eval=on_eval, should_stop=stop, progress=not args.quiet)
+        except TrainingDiverged as error:
+            kept = "nothing was saved" if saved is None else f"the fine-tune of step {saved} is kept"
+            raise UsageError(f"{error}; {kept}") from None
+    seconds = time.perf_counter() - started
+    if state.step < config.max_iters:
+        if saved != state.step:
+            save()
+        print(f"{stop.signal or 'a signal'}: stopped after step {state.step} of {config.max_iters}; "
+              f"fine-tune saved in {out}. To continue: python -m gptlib finetune --checkpoint "
+              f"{args.checkpoint} --task {task} --method {method} --out {out} --resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"fine-tuned to step {config.max_iters} in {seconds:.1f} s: {ft.finetuned_path(out)}")
+    if task == "play":
+        loss, correct = ft.classify_all(model, tokenizer, splits["test"])
+        print(f"test accuracy {correct:.1%} on {len(splits['test']):,} speeches (loss {loss:.4f}); "
+              f"try it: python -m gptlib classify --checkpoint {out} --text \"...\"")
+    else:
+        print(f"validation reply loss {state.history['val_loss'][-1]:.4f} nats per token")
+        merged = ft.merge_lora(model)
+        path = save_checkpoint(out, merged, tokenizer, step=state.step, history=None)
+        print(f"the model with its fine-tune merged in: {path}; sample from it: python -m gptlib "
+              f"sample --checkpoint {out} --prompt \"ROMEO said:\\nGood night.\\nJULIET replies:\\n\"")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from gptlib import finetune as ft
+
+    if not args.text.strip():
+        raise UsageError("--text is empty: give a speech to classify")
+    found = ft.open_finetuned(args.checkpoint, device=pick_device(args.device))
+    if found.info["task"] != "play":
+        raise UsageError(f"{args.checkpoint} is a fine-tune for the {found.info['task']} task, "
+                         f"not a classifier; sample from it instead")
+    tokenizer = found.tokenizer
+    if isinstance(tokenizer, CharTokenizer):
+        unknown = sorted({ch for ch in args.text if ch not in tokenizer.stoi})
+        if unknown:
+            raise UsageError(f"the text has characters the model does not know: "
+                             f"{', '.join(repr(ch) for ch in unknown)}")
+    probs = ft.predict(found.model, tokenizer, [args.text])[0]
+    for index in probs.argsort(descending=True)[:args.top].tolist():
+        print(f"{probs[index].item():6.1%}  {ft.PLAY_TITLES[index]}")
+    return 0
+
+
 # --- the parser -------------------------------------------------------------------------
 
 
@@ -570,6 +728,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("presets", help="list the presets and their sizes", **kwargs)
     p.set_defaults(run=cmd_presets)
+
+    p = commands.add_parser(
+        "finetune", help="fine-tune a trained GPT on a task of chapter 13", **kwargs,
+        description="Fine-tune a checkpoint: --task play (which play a speech comes from) or "
+                    "reply (a reply in character, the loss on the reply only).",
+        epilog="Defaults shown are the lora method's; the learning rate depends on the method "
+               "(probe 0.01, last-block 0.001, lora 0.003, scratch 0.002; min_lr a tenth).")
+    p.add_argument("--checkpoint", required=True, help="the pretrained model: a run directory "
+                   "or checkpoint file (e.g. assets/shakespeare-laptop)")
+    p.add_argument("--task", required=True, choices=["play", "reply"])
+    p.add_argument("--method", required=True, choices=["probe", "last-block", "lora", "scratch"],
+                   help="probe: a head on the frozen model; last-block: the last block and the "
+                        "head; lora: low-rank updates of the attention projections; scratch: "
+                        "the same model from random weights")
+    p.add_argument("--out", required=True, help="directory for the fine-tune")
+    p.add_argument("--resume", action="store_true", help="continue the fine-tune in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the fine-tune in --out")
+    p.add_argument("--rank", type=int, default=8, help="LoRA's rank (default 8)")
+    p.add_argument("--alpha", type=float, default=16.0, help="LoRA's scale numerator (default 16)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from gptlib.finetune import default_config
+
+    shown = default_config("play", "lora")
+    group = p.add_argument_group("training (TrainConfig)")
+    for f in FINETUNE_SETTINGS:
+        add_setting(group, f, getattr(shown, f.name))
+    p.set_defaults(run=cmd_finetune)
+
+    p = commands.add_parser("classify", help="say which play a speech comes from, with a "
+                            "fine-tuned classifier", **kwargs)
+    p.add_argument("--checkpoint", required=True, help="a fine-tune of the play task (its directory)")
+    p.add_argument("--text", required=True, help="the speech, without its NAME line")
+    p.add_argument("--top", type=int, default=3, help="how many plays to list (default 3)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=cmd_classify)
     return parser
 
 

@@ -199,25 +199,32 @@ class GPT(nn.Module):
                 cache: KVCache | None = None):
         """``idx`` (B, T) token ids -> ``(logits, loss)``; logits are (B, T, vocab_size).
 
-        ``loss`` is the mean cross-entropy against ``targets`` (B, T), or None.
+        ``loss`` is the mean cross-entropy against ``targets`` (B, T), or None; a target
+        of -100 is left out of the mean (chapter 13 masks a prompt's positions that way).
         ``cache`` (generation with a KV cache, chapter 08): ``idx`` holds only the
         tokens that follow the ``cache.length`` positions already read.
         """
-        offset = 0
         if cache is not None:
             cache.check_room(idx.shape[1])
-            offset = cache.length
         elif idx.shape[1] > self.config.block_size:
             raise ValueError(f"sequence length {idx.shape[1]} is longer than "
                              f"block_size {self.config.block_size}")
-        x = self.dropout(self.position_embedding(self.token_embedding(idx), offset=offset))
-        for i, block in enumerate(self.blocks):
-            x = block(x, cache=cache, layer=i)
-        logits = self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.hidden_states(idx, cache=cache))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         return logits, loss
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """What the head reads: the residual stream after the last block and ``ln_f``, (B, T, n_embd).
+
+        Chapter 13 puts a classifier on these instead of the language-model head.
+        """
+        offset = 0 if cache is None else cache.length
+        x = self.dropout(self.position_embedding(self.token_embedding(idx), offset=offset))
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache=cache, layer=i)
+        return self.ln_f(x)
 
     def new_cache(self) -> KVCache:
         return KVCache(self.config.n_layer, self.config.block_size)
