@@ -95,3 +95,26 @@ def test_the_answers_to_chapter_12_pass_its_checks():
     raw = (SOLUTIONS.parent / "assets" / "hf-gpt2-shakespeare" / "model.safetensors").read_bytes()
     assert right(answers.exercise_3(), struct.unpack("<Q", raw[:8])[0])
     assert right(answers.exercise_4(), False)
+
+
+def test_the_answers_to_chapter_13_pass_its_checks_and_the_checks_reject_wrong_ones():
+    from gptlib import finetune as ft
+
+    answers = solutions_of("13_finetuning")
+    assert right(answers.exercise_1(), 4 * 2 * 2 * (256 + 256))
+    assert not right(4 * 2 * 256 * 256, 4 * 2 * 2 * (256 + 256))  # the full matrices' count
+    torch.manual_seed(0)
+    lora = ft.LoRALinear(torch.nn.Linear(256, 256), rank=8, alpha=16.0)
+    torch.nn.init.normal_(lora.B, std=0.02)
+    merged = lora.merged().weight
+    assert right(bool(torch.allclose(answers.exercise_2(lora), merged, atol=1e-6)), True)
+    forgot_the_scale = lora.base.weight + lora.B @ lora.A
+    assert not right(bool(torch.allclose(forgot_the_scale, merged, atol=1e-6)), True)
+    example = ft.ReplyExample("A said:\nhi\nB replies:\n", "Yes, my lord.\n\n", 0)
+    assert right(answers.exercise_3(example), len(example.reply))
+    assert not right(len(example.prompt) + len(example.reply) - 1, len(example.reply))  # every position
+    splits = ft.play_splits(ft.speeches(load_dataset()[0]))
+    expected = sum(s.play == 0 for s in splits["val"]) / len(splits["val"])
+    assert right(answers.exercise_4(), expected)
+    assert not right(1 / 9, expected)  # a uniform guess
+    assert right(answers.exercise_5(), 2) and not right(21, 2)  # the batch's last position
