@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 from gptlib import finetune as ft
-from gptlib.checkpoint import load_checkpoint
-from gptlib.data import load_shakespeare
+from gptlib.checkpoint import checkpoint_path, load_checkpoint
+from gptlib.data import load_shakespeare, sha256_of
 from gptlib.train import TrainState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,23 +67,37 @@ def run(model, tokenizer, train, val, config):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=300.0, help="training seconds per method")
+    parser.add_argument("--tasks", default="play,reply",
+                        help="play, reply or both (default); a task left out keeps its results")
     args = parser.parse_args()
+    tasks = args.tasks.split(",")
     torch.manual_seed(0)
     text = load_shakespeare()
     speeches = ft.speeches(text)
     splits = ft.play_splits(speeches)
     base = load_checkpoint(BASE)
     tokenizer = base.tokenizer
-    results = {
+    run_info = {
         "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} "
-                   f".venv/bin/python benchmarks/finetune_methods.py --budget {args.budget:g}",
+                   f".venv/bin/python benchmarks/finetune_methods.py --budget {args.budget:g} "
+                   f"--tasks {args.tasks}",
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                    f"{torch.get_num_threads()} threads",
         "budget_seconds": args.budget,
-        "speeches": {name: len(split) for name, split in splits.items()},
-        "test_labels": [s.play for s in splits["test"]],
-        "play": {},
     }
+    results = {"speeches": {name: len(split) for name, split in splits.items()}}
+    if "play" in tasks:
+        results["play"] = {"run": run_info}
+        play_task(results, splits, base, tokenizer, args.budget)
+    if "reply" in tasks:
+        results["reply"] = {"run": run_info, **reply_task(text, speeches, base, tokenizer, args.budget)}
+    path = ASSETS / "results.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}  # the tasks not run this time
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**kept, **results}, indent=1) + "\n")
+
+
+def play_task(results, splits, base, tokenizer, budget) -> None:
     results["play"]["majority"] = {"test_accuracy": ft.majority_baseline(splits["train"], splits["test"]),
                                    "trainable": 0}
     bag_accuracy, bag_predictions = ft.bag_of_characters_baseline(
@@ -97,7 +111,7 @@ def main() -> None:
         model = ft.build(copy.deepcopy(base.model), "play", method)
         config = ft.default_config("play", method)
         per_step = step_time(model, tokenizer, splits["train"], config)
-        steps = max(1, int(args.budget / per_step))
+        steps = max(1, int(budget / per_step))
         config = replace(config, max_iters=steps, eval_interval=steps)
         model = ft.build(copy.deepcopy(base.model), "play", method)
         state, seconds = run(model, tokenizer, splits["train"], splits["val"], config)
@@ -115,10 +129,13 @@ def main() -> None:
                        if k not in ("history", "test_predictions")}, flush=True)
         if method == "lora":
             info = {"task": "play", "method": "lora", "rank": 8, "alpha": 16.0,
-                    "base": os.path.relpath(BASE, ASSETS / "play-lora")}
+                    "base": os.path.relpath(BASE, ASSETS / "play-lora"),
+                    "base_sha256": sha256_of(checkpoint_path(BASE))}
             ft.save_finetuned(ASSETS / "play-lora", model, info, config)
 
-    # Replies: LoRA on the language model, loss on the reply only.
+
+def reply_task(text, speeches, base, tokenizer, budget) -> dict:
+    """Replies: LoRA on the language model, loss on the reply only."""
     block = base.model.config.block_size
     val_start = int(len(text) * (1 - VAL_FRACTION))
     replies = ft.reply_splits(ft.reply_examples(speeches, block), val_start)
@@ -140,7 +157,7 @@ def main() -> None:
     model = ft.build(copy.deepcopy(base.model), "reply", "lora")
     config = ft.default_config("reply", "lora")
     per_step = step_time(model, tokenizer, replies["train"], config)
-    steps = max(1, int(args.budget / per_step))
+    steps = max(1, int(budget / per_step))
     config = replace(config, max_iters=steps, eval_interval=steps)
     model = ft.build(copy.deepcopy(base.model), "reply", "lora")
     state, seconds = run(model, tokenizer, replies["train"], replies["val"], config)
@@ -149,12 +166,11 @@ def main() -> None:
                   "trainable": ft.trainable_parameters(model), "history": state.history,
                   "samples_after": samples(model)})
     info = {"task": "reply", "method": "lora", "rank": 8, "alpha": 16.0,
-            "base": os.path.relpath(BASE, ASSETS / "reply-lora")}
+            "base": os.path.relpath(BASE, ASSETS / "reply-lora"),
+            "base_sha256": sha256_of(checkpoint_path(BASE))}
     ft.save_finetuned(ASSETS / "reply-lora", model, info, config)
-    results["reply"] = reply
     print({k: v for k, v in reply.items() if k not in ("history",)}, flush=True)
-    ASSETS.mkdir(parents=True, exist_ok=True)
-    (ASSETS / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    return reply
 
 
 if __name__ == "__main__":

@@ -28,9 +28,14 @@ module                      chapter  what it holds
                                      OpenAI's files; sliding windows; a corpus in any tokens
 ``gptlib.pretrained``       12       GPT-2 checkpoints in the Hugging Face format, in and out;
                                      GPT.from_pretrained
+``gptlib.finetune``         13       the which-play and replies tasks cut from the corpus;
+                                     a classifier on the last real token; LoRA and its
+                                     merge; probe, last block, LoRA, scratch; masked reply
+                                     loss; baselines; adapter files
 ``gptlib.viz``              all      heatmaps, the live loss plot, the interactive explorers,
                                      a passage coloured by loss
 ``gptlib.exercises``        all      the self-checking exercises' check()
-``gptlib.cli``              -        python -m gptlib train | sample | eval | export | presets
+``gptlib.cli``              -        python -m gptlib train | sample | eval | export | presets |
+                                     finetune | classify
 ==========================  =======  ==========================================================
 """

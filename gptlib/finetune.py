@@ -177,12 +177,12 @@ def reply_splits(examples: list[ReplyExample], val_start: int) -> dict[str, list
 def collate_texts(texts: list[str], tokenizer: CharTokenizer, block_size: int):
     """Token ids padded on the right to the longest text, and each text's length.
 
-    A text longer than ``block_size`` is cut to its first ``block_size`` tokens. The
-    padding id is 0, a real token: harmless, because with causal attention no real
-    position reads a later (padding) one, and the classifier reads only the last real
-    position. Returns ``(idx (B, T), lengths (B,))``.
+    A text longer than ``block_size`` keeps its last ``block_size`` tokens (its end is
+    what the classifier reads). The padding id is 0, a real token: harmless, because
+    with causal attention no real position reads a later (padding) one, and the
+    classifier reads only the last real position. Returns ``(idx (B, T), lengths (B,))``.
     """
-    encoded = [tokenizer.encode(text)[:block_size] for text in texts]
+    encoded = [tokenizer.encode(text)[-block_size:] for text in texts]
     if any(len(ids) == 0 for ids in encoded):
         raise ValueError("an empty text cannot be classified")
     longest = max(len(ids) for ids in encoded)
@@ -190,6 +190,16 @@ def collate_texts(texts: list[str], tokenizer: CharTokenizer, block_size: int):
     for row, ids in enumerate(encoded):
         idx[row, :len(ids)] = torch.tensor(ids)
     return idx, torch.tensor([len(ids) for ids in encoded])
+
+
+# The blank line that ends every speech of the corpus. After it the pretrained model writes
+# the next speaker's name, which depends on the play's cast: the classifier reads it there.
+SPEECH_END = "\n\n"
+
+
+def collate_speeches(texts: list[str], tokenizer: CharTokenizer, block_size: int):
+    """:func:`collate_texts` of each speech followed by :data:`SPEECH_END`."""
+    return collate_texts([text + SPEECH_END for text in texts], tokenizer, block_size)
 
 
 def collate_replies(examples: list[ReplyExample], tokenizer: CharTokenizer):
@@ -222,7 +232,8 @@ class GPTClassifier(nn.Module):
 
     It reads the hidden state of each text's *last real token*: with causal attention
     that is the only position that has seen the whole text (an earlier one has not
-    read the end; a padding position has read padding).
+    read the end; a padding position has read padding). The task's texts end with
+    :data:`SPEECH_END` (:func:`collate_speeches`).
     """
 
     def __init__(self, gpt: GPT, n_classes: int):
@@ -394,7 +405,7 @@ def draw(examples: list, batch_size: int, generator: torch.Generator) -> list:
 def batch_loss(model, batch, tokenizer, device) -> torch.Tensor:
     """The loss of one batch: speeches (the play task) or reply examples."""
     if isinstance(model, GPTClassifier):
-        idx, lengths = collate_texts([s.text for s in batch], tokenizer, model.block_size)
+        idx, lengths = collate_speeches([s.text for s in batch], tokenizer, model.block_size)
         labels = torch.tensor([s.play for s in batch])
         return model(idx.to(device), lengths.to(device), labels.to(device))[1]
     x, y = collate_replies(batch, tokenizer)
@@ -470,12 +481,12 @@ def measure(model, tokenizer, examples: list, state: TrainState) -> None:
 
 @torch.no_grad()
 def predict(model: GPTClassifier, tokenizer, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-    """The class probabilities of each text: (len(texts), n_classes)."""
+    """The class probabilities of each speech (without its NAME line): (len(texts), n_classes)."""
     model.eval()
     device = next(model.parameters()).device
     probs = []
     for i in range(0, len(texts), batch_size):
-        idx, lengths = collate_texts(texts[i:i + batch_size], tokenizer, model.block_size)
+        idx, lengths = collate_speeches(texts[i:i + batch_size], tokenizer, model.block_size)
         probs.append(model(idx.to(device), lengths.to(device))[0].softmax(-1).cpu())
     return torch.cat(probs)
 

@@ -40,8 +40,8 @@ def exercise_4() -> float:
 
 
 def exercise_5() -> int:
-    """The classifier reads lengths - 1: the last real character of each row."""
-    _, lengths = ft.collate_texts(["Go.", "What say you, my lord?"], load_checkpoint(BASE).tokenizer, 128)
+    """The classifier reads lengths - 1: the last real character of each row (the end mark's)."""
+    _, lengths = ft.collate_speeches(["Go.", "What say you, my lord?"], load_checkpoint(BASE).tokenizer, 128)
     return int(lengths[0]) - 1
 
 

@@ -154,11 +154,21 @@ def test_padding_never_changes_a_texts_logits_and_the_last_real_token_is_read(to
     assert not torch.allclose(last[0], batched[0], atol=1e-3)
 
 
-def test_a_long_text_is_cut_to_the_block_and_an_empty_one_refused(tokenizer):
-    idx, lengths = ft.collate_texts(["a" * 300], tokenizer, 128)
+def test_a_long_text_keeps_its_end_and_an_empty_one_is_refused(tokenizer):
+    idx, lengths = ft.collate_texts(["b" + "a" * 300 + "z"], tokenizer, 128)
     assert idx.shape == (1, 128) and lengths.tolist() == [128]
+    assert tokenizer.decode(idx[0].tolist()) == "a" * 127 + "z"
     with pytest.raises(ValueError, match="empty"):
         ft.collate_texts(["a", ""], tokenizer, 128)
+
+
+def test_speeches_end_with_the_blank_line_the_classifier_reads(tokenizer):
+    idx, lengths = ft.collate_speeches(["Go.", "Speak, speak."], tokenizer, 128)
+    assert lengths.tolist() == [5, 15]
+    assert tokenizer.decode(idx[0, :5].tolist()) == "Go.\n\n"
+    long = "x" * 200
+    idx, lengths = ft.collate_speeches([long], tokenizer, 128)
+    assert tokenizer.decode(idx[0].tolist()) == "x" * 126 + "\n\n"
 
 
 # --- LoRA ---------------------------------------------------------------------------------

@@ -117,4 +117,5 @@ def test_the_answers_to_chapter_13_pass_its_checks_and_the_checks_reject_wrong_o
     expected = sum(s.play == 0 for s in splits["val"]) / len(splits["val"])
     assert right(answers.exercise_4(), expected)
     assert not right(1 / 9, expected)  # a uniform guess
-    assert right(answers.exercise_5(), 2) and not right(21, 2)  # the batch's last position
+    # the end mark's last newline; not the full stop, not the batch's last position
+    assert right(answers.exercise_5(), 4) and not right(2, 4) and not right(23, 4)
