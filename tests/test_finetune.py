@@ -407,6 +407,11 @@ def test_finetune_refuses_to_overwrite_or_resume_wrongly(tmp_path, base, capsys)
     assert main(["finetune", "--checkpoint", str(base), "--task", "play", "--method", "lora",
                  "--out", str(out), "--resume", "--max_iters", "8", "--quiet"]) == 2
     assert "keeps its task and method" in capsys.readouterr().err
+    other = tmp_path / "other"
+    save_checkpoint(other, tiny_gpt(seed=1), load_checkpoint(base).tokenizer)
+    assert main(["finetune", "--checkpoint", str(other), "--task", "play", "--method", "probe",
+                 "--out", str(out), "--resume", "--max_iters", "8", "--quiet"]) == 2
+    assert "was trained on another checkpoint" in capsys.readouterr().err
     assert ft.finetuned_path(out).read_bytes() == before
 
 

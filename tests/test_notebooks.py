@@ -40,6 +40,7 @@ def test_the_chapters_are_all_there_in_order():
         "10_backprop_by_hand.ipynb",
         "11_tokenization.ipynb",
         "12_pretrained_weights.ipynb",
+        "13_finetuning.ipynb",
     ]
 
 
