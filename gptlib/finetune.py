@@ -481,14 +481,19 @@ def measure(model, tokenizer, examples: list, state: TrainState) -> None:
 
 @torch.no_grad()
 def predict(model: GPTClassifier, tokenizer, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-    """The class probabilities of each speech (without its NAME line): (len(texts), n_classes)."""
+    """The class probabilities of each speech (without its NAME line): (len(texts), n_classes).
+
+    The speeches go through in order of length, so that a batch pads little.
+    """
     model.eval()
     device = next(model.parameters()).device
-    probs = []
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    probs = torch.empty(len(texts), model.head.out_features)
     for i in range(0, len(texts), batch_size):
-        idx, lengths = collate_speeches(texts[i:i + batch_size], tokenizer, model.block_size)
-        probs.append(model(idx.to(device), lengths.to(device))[0].softmax(-1).cpu())
-    return torch.cat(probs)
+        rows = order[i:i + batch_size]
+        idx, lengths = collate_speeches([texts[r] for r in rows], tokenizer, model.block_size)
+        probs[rows] = model(idx.to(device), lengths.to(device))[0].softmax(-1).cpu()
+    return probs
 
 
 def classify_all(model: GPTClassifier, tokenizer, examples: list[Speech]) -> tuple[float, float]:
