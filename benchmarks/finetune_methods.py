@@ -68,7 +68,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=300.0, help="training seconds per method")
     parser.add_argument("--tasks", default="play,reply",
-                        help="play, reply or both (default); a task left out keeps its results")
+                        help="play, reply, positions (where a probe reads), or several, comma-separated "
+                             "(default: play,reply); a task left out keeps its results")
     args = parser.parse_args()
     tasks = args.tasks.split(",")
     torch.manual_seed(0)
@@ -89,6 +90,8 @@ def main() -> None:
     if "play" in tasks:
         results["play"] = {"run": run_info}
         play_task(results, splits, base, tokenizer, args.budget)
+    if "positions" in tasks:
+        results["positions"] = {"run": run_info, **probe_positions(splits, base, tokenizer)}
     if "reply" in tasks:
         results["reply"] = {"run": run_info, **reply_task(text, speeches, base, tokenizer, args.budget)}
     path = ASSETS / "results.json"
@@ -132,6 +135,22 @@ def play_task(results, splits, base, tokenizer, budget) -> None:
                     "base": os.path.relpath(BASE, ASSETS / "play-lora"),
                     "base_sha256": sha256_of(checkpoint_path(BASE))}
             ft.save_finetuned(ASSETS / "play-lora", model, info, config)
+
+
+def probe_positions(splits, base, tokenizer) -> dict:
+    """Where should a classifier read? A linear probe fitted to convergence (no time budget)
+    on the frozen model's hidden state at a speech's last character, and at the end mark."""
+    out = {}
+    labels = [torch.tensor([s.play for s in splits[name]]) for name in ft.SPLITS]
+    for where, suffix in (("last character", ""), ("end mark", ft.SPEECH_END)):
+        started = time.perf_counter()
+        features = [ft.hidden_at_end(base.model, tokenizer, [s.text + suffix for s in splits[name]])
+                    for name in ft.SPLITS]
+        predictions = ft.logistic_regression(features, labels)
+        out[where] = {"test_accuracy": ft.accuracy(predictions, labels[2]),
+                      "seconds": time.perf_counter() - started}
+        print(where, out[where], flush=True)
+    return out
 
 
 def reply_task(text, speeches, base, tokenizer, budget) -> dict:
