@@ -15,8 +15,9 @@ def check(answer, expected, *, hint: str, why: str = "", tolerance: float = 1e-3
     """Print whether ``answer`` matches ``expected`` (and nothing else: a notebook cell
     shows only the message).
 
-    Numbers match within ``tolerance`` (relative); strings without regard to case
-    and surrounding spaces; anything else by ``==``. ``hint`` is printed when the
+    Whole numbers (counts) match exactly, other numbers within ``tolerance``
+    (relative); strings without regard to case and surrounding spaces; anything else
+    by ``==``. ``hint`` is printed when the
     answer is missing or wrong, ``why`` (the reason behind the answer) when right.
     """
     print(verdict(answer, expected, hint=hint, why=why, tolerance=tolerance))
@@ -26,7 +27,12 @@ def verdict(answer, expected, *, hint: str, why: str = "", tolerance: float = 1e
     """What :func:`check` prints: starts with "Correct", "Not yet" or "Not attempted"."""
     if answer is None:
         return f"Not attempted yet (the answer is None). Hint: {hint}"
-    if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+    if isinstance(expected, int) and not isinstance(expected, bool):  # a count: exactly
+        try:
+            right = float(answer) == expected
+        except (TypeError, ValueError):
+            return f"Not yet: expected a whole number, got {answer!r}. Hint: {hint}"
+    elif isinstance(expected, float):
         try:
             right = math.isclose(float(answer), expected, rel_tol=tolerance, abs_tol=tolerance)
         except (TypeError, ValueError):

@@ -119,3 +119,26 @@ def test_the_answers_to_chapter_13_pass_its_checks_and_the_checks_reject_wrong_o
     assert not right(1 / 9, expected)  # a uniform guess
     # the end mark's last newline; not the full stop, not the batch's last position
     assert right(answers.exercise_5(), 4) and not right(2, 4) and not right(23, 4)
+
+
+def test_the_answers_to_chapter_01_pass_its_checks_and_the_checks_reject_wrong_ones():
+    answers = solutions_of("01_data")
+    text, _, train_data, val_data = load_dataset()
+    n = int(0.9 * len(text))
+    assert right(answers.exercise_1(text), len(set(text.split())))
+    assert not right(len(text.split()), len(set(text.split())))  # every word, not distinct ones
+    assert right(answers.exercise_2(text), set(text[:n]) - set(text[n:]))
+    assert not right(set(text[n:]) - set(text[:n]), set(text[:n]) - set(text[n:]))  # the other way
+    assert right(answers.exercise_3(val_data), len(val_data) - 1)
+    assert not right(len(val_data), len(val_data) - 1)
+    assert right(answers.exercise_4(train_data), len(train_data) - 8)
+    assert not right(len(train_data), len(train_data) - 8)
+    assert right(answers.exercise_5(train_data), True) and not right(False, True)
+
+
+def test_a_count_must_be_exact_and_a_measure_close():
+    assert verdict(111_539, 111_539, hint="h").startswith("Correct")
+    assert verdict(111_540, 111_539, hint="h").startswith("Not yet")  # off by one is wrong
+    assert verdict(8192.0, 8192, hint="h").startswith("Correct")
+    assert "expected a whole number" in verdict("many", 3, hint="h")
+    assert verdict(0.15452, 0.1545, hint="h").startswith("Correct")  # a measure: within 0.1%
