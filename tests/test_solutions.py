@@ -142,3 +142,26 @@ def test_a_count_must_be_exact_and_a_measure_close():
     assert verdict(8192.0, 8192, hint="h").startswith("Correct")
     assert "expected a whole number" in verdict("many", 3, hint="h")
     assert verdict(0.15452, 0.1545, hint="h").startswith("Correct")  # a measure: within 0.1%
+
+
+def test_the_answers_to_chapter_02_pass_its_checks_and_the_checks_reject_wrong_ones():
+    from gptlib.bigram import CountBigramModel
+
+    answers = solutions_of("02_bigram")
+    text, tokenizer, train_data, val_data = load_dataset()
+    V = tokenizer.vocab_size
+    losses, best = answers.exercise_1(train_data, val_data, V)
+    assert right(best, 1.0) and not right(0.1, 1.0) and not right(10.0, 1.0)
+    assert losses[1.0] < losses[0.1] < losses[10.0]
+    size, trigram = answers.exercise_2(train_data, val_data, V)
+    assert right(size, V**3) and not right(V**2, V**3)
+    assert min(trigram.values()) < 2.1 < 2.48  # two characters of context beat one
+    curves = answers.exercise_3(train_data, val_data, V)
+    assert curves[1e-3][3000] > curves[1e-1][3000]  # too small a step is still far off
+    steps = answers.exercise_4(train_data, val_data, V)
+    assert steps[0.02] is not None and steps[1.0] is not None and steps[1.0] >= steps[0.02]
+    P = CountBigramModel.from_data(train_data, V).probs
+    expected = torch.softmax(P[tokenizer.stoi["h"]].log() / 0.5, dim=-1)[tokenizer.stoi["e"]].item()
+    assert right(answers.exercise_5(P, tokenizer.stoi), expected)
+    assert not right(P[tokenizer.stoi["h"], tokenizer.stoi["e"]].item(), expected)  # temperature 1
+    assert not right(answers.exercise_5(P, tokenizer.stoi, 2.0), expected)  # 1 / 0.5 the wrong way
