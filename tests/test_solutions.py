@@ -165,3 +165,21 @@ def test_the_answers_to_chapter_02_pass_its_checks_and_the_checks_reject_wrong_o
     assert right(answers.exercise_5(P, tokenizer.stoi), expected)
     assert not right(P[tokenizer.stoi["h"], tokenizer.stoi["e"]].item(), expected)  # temperature 1
     assert not right(answers.exercise_5(P, tokenizer.stoi, 2.0), expected)  # 1 / 0.5 the wrong way
+
+
+def test_the_answers_to_chapter_06_pass_its_checks_and_the_checks_reject_wrong_ones():
+    from gptlib.model import GPTConfig
+
+    answers = solutions_of("06_transformer")
+    grads = answers.exercise_1()
+    first = {order: g[0] for order, g in grads.items()}
+    assert first["plain"] < first["post-norm"] < first["pre-norm"]  # post-norm: between the two
+    losses = answers.exercise_2(steps=40)
+    assert set(losses) == {"gelu", "relu"} and all(loss < 3.6 for loss in losses.values())  # both learn
+    assert right(answers.exercise_3(), 124_412_160)
+    assert not right(124_439_808, 124_412_160)  # GPT-2's own count, with its query/key/value biases
+    big = GPTConfig()
+    assert right(answers.exercise_4(), big.vocab_size * big.n_embd)
+    assert not right(big.vocab_size * big.n_embd + big.vocab_size, big.vocab_size * big.n_embd)  # + bias
+    assert right(answers.exercise_5(), False) and not right(True, False)
+    assert answers.last_outputs_agree(n_layer=1)  # one layer alone cannot tell the order
