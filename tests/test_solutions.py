@@ -183,3 +183,15 @@ def test_the_answers_to_chapter_06_pass_its_checks_and_the_checks_reject_wrong_o
     assert not right(big.vocab_size * big.n_embd + big.vocab_size, big.vocab_size * big.n_embd)  # + bias
     assert right(answers.exercise_5(), False) and not right(True, False)
     assert answers.last_outputs_agree(n_layer=1)  # one layer alone cannot tell the order
+
+
+def test_the_answers_to_chapter_04_pass_its_checks_and_the_checks_reject_wrong_ones():
+    answers = solutions_of("04_masking_and_scaling")
+    cheater = answers.exercise_1(steps=1000)
+    assert cheater["loss peeking"] < 0.5 < 3.0 < cheater["loss with the mask"]  # lost without the future
+    assert right(answers.exercise_2(), 1 / 16)
+    assert not right(1.0, 1 / 16) and not right(1 / 4, 1 / 16)  # the √ scale's variance; 1/√16
+    runs = answers.exercise_3(steps=5)
+    assert runs["unscaled"]["peak weight at start"] > 2 * runs["scaled"]["peak weight at start"]
+    assert right(answers.exercise_4(), False) and not right(True, False)
+    assert right(answers.exercise_5(), 1.2) and not right(0.6, 1.2) and not right(0.3, 1.2)
