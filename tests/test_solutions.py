@@ -195,3 +195,14 @@ def test_the_answers_to_chapter_04_pass_its_checks_and_the_checks_reject_wrong_o
     assert runs["unscaled"]["peak weight at start"] > 2 * runs["scaled"]["peak weight at start"]
     assert right(answers.exercise_4(), False) and not right(True, False)
     assert right(answers.exercise_5(), 1.2) and not right(0.6, 1.2) and not right(0.3, 1.2)
+
+
+def test_the_answers_to_chapter_05_pass_its_checks_and_the_checks_reject_wrong_ones():
+    answers = solutions_of("05_positional_embeddings")
+    assert right(answers.exercise_1(), 0) and not right(7, 0)
+    losses = answers.exercise_2(steps=300)
+    assert losses["without"] > losses["with positions"]
+    assert right(answers.exercise_3(), False) and not right(True, False)
+    rope = answers.exercise_4(steps=100)
+    assert all(loss < 3.5 for loss in rope.values())  # both learn (a uniform guess: 4.17)
+    assert right(answers.exercise_5(), 10) and not right(0, 10) and not right(11, 10)
