@@ -206,3 +206,19 @@ def test_the_answers_to_chapter_05_pass_its_checks_and_the_checks_reject_wrong_o
     rope = answers.exercise_4(steps=100)
     assert all(loss < 3.5 for loss in rope.values())  # both learn (a uniform guess: 4.17)
     assert right(answers.exercise_5(), 10) and not right(0, 10) and not right(11, 10)
+
+
+def test_the_answers_to_chapter_08_pass_its_checks_and_the_checks_reject_wrong_ones():
+    answers = solutions_of("08_sampling")
+    greedy = answers.exercise_1(n=40)  # asserts inside: by hand equals top_k=1
+    assert right(greedy["top_k"], 1) and not right(0, 1)
+    kept = answers.exercise_2(temperatures=(0.5, 2.0), n=128)
+    assert 1 <= kept[0.5] < kept[2.0]  # a flatter distribution needs more characters for 90%
+    steps = answers.exercise_3(contexts=(32, 256))
+    assert [steps[L]["fed without"] for L in (32, 256)] == [33, 256] and steps[256]["fed with"] == 1
+    surprise = answers.exercise_4()
+    assert right(surprise["most surprising"], "G") and not right("B", "G")
+    assert min(surprise["probabilities"]) == surprise["probabilities"][surprise["at"] - 1]
+    costs = answers.exercise_5(n=150)
+    assert abs(costs["sliding"] - costs["jumping"]) < 0.5 and 0.5 < costs["sliding"] < 3
+    assert right(answers.exercise_6(), 127) and not right(128, 127)
