@@ -222,3 +222,15 @@ def test_the_answers_to_chapter_08_pass_its_checks_and_the_checks_reject_wrong_o
     costs = answers.exercise_5(n=150)
     assert abs(costs["sliding"] - costs["jumping"]) < 0.5 and 0.5 < costs["sliding"] < 3
     assert right(answers.exercise_6(), 127) and not right(128, 127)
+
+
+def test_the_answers_to_chapter_03_pass_its_checks_and_the_checks_reject_wrong_ones():
+    answers = solutions_of("03_self_attention_math")
+    assert right(answers.exercise_1(), 8 / 15)
+    assert not right(0.25, 8 / 15) and not right(0.5, 8 / 15)  # uniform; half-life thinking
+    assert right(answers.exercise_2(), 0.25) and not right(5.0, 0.25)
+    losses = answers.exercise_3(heads=(1, 4), steps=150)
+    assert all(loss < 3.5 for loss in losses.values())  # every variant learns
+    assert right(answers.exercise_4(), 0) and not right(1, 0)
+    without = answers.exercise_5(steps=150)
+    assert without["loss"] < 3.5 and 0 < without["mean weight on the previous character"] < 1
