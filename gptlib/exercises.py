@@ -34,7 +34,8 @@ def verdict(answer, expected, *, hint: str, why: str = "", tolerance: float = 1e
             return f"Not yet: expected a whole number, got {answer!r}. Hint: {hint}"
     elif isinstance(expected, float):
         try:
-            right = math.isclose(float(answer), expected, rel_tol=tolerance, abs_tol=tolerance)
+            # Relative only: a learning rate of 6e-5 is not "close" to 0. (Exactly 0 needs 0.)
+            right = math.isclose(float(answer), expected, rel_tol=tolerance, abs_tol=1e-12)
         except (TypeError, ValueError):
             return f"Not yet: expected a number, got {answer!r}. Hint: {hint}"
     elif isinstance(expected, str):

@@ -234,3 +234,19 @@ def test_the_answers_to_chapter_03_pass_its_checks_and_the_checks_reject_wrong_o
     assert right(answers.exercise_4(), 0) and not right(1, 0)
     without = answers.exercise_5(steps=150)
     assert without["loss"] < 3.5 and 0 < without["mean weight on the previous character"] < 1
+
+
+def test_the_answers_to_chapter_07_pass_its_checks_and_the_checks_reject_wrong_ones():
+    answers = solutions_of("07_training")
+    assert right(answers.exercise_1_check(), 6e-5)
+    assert not right(3e-3, 6e-5) and not right(0.0, 6e-5)  # the peak; no step at all
+    losses = answers.exercise_1(steps=20)
+    assert set(losses) == {"preset", "no warmup", "constant"} and all(loss < 4.0 for loss in losses.values())
+    blocks = answers.exercise_2(steps=10)
+    assert blocks[32]["seconds per step"] > 0 and blocks[64]["full validation loss"] < 4.2
+    assert right(24 * 64, 1536) and not right(24 * 32, 1536)  # the notebook's check for exercise 2
+    rates = answers.exercise_3(rates=(3e-3, 1e3), steps=10)
+    assert isinstance(rates[3e-3], float) and isinstance(rates[1e3], str)  # an absurd rate diverges
+    gaps = answers.exercise_4(steps=20)
+    assert set(gaps) == {0.1, 0.0}
+    assert answers.exercise_5(steps=20) < 4.0
