@@ -29,7 +29,7 @@ def chapter_3_config(**changes) -> TrainConfig:
 
 def exercise_1(steps: int = 3000) -> dict:
     """The cheater writes nonsense. In training, each position read the next character
-    from its right; when generating there is nothing to its right (the last position
+    on its right; when generating there is nothing on its right (the last position
     is the one being predicted), so what it learned to rely on is missing. Put the
     mask back on and its loss shows it: far worse than the honest model's 2.2."""
     text, tokenizer, train_data, val_data = load_dataset()
