@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gptlib.positional import RotaryEmbedding, sinusoidal_encoding
+
 # --- the averaging trick, three ways (chapter 03) ----------------------------
 
 
@@ -144,12 +146,15 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         causal: bool = True,
         qkv_bias: bool = False,
+        rotary: bool = False,
     ):
         super().__init__()
         if n_embd % n_head != 0:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
         self.n_head = n_head
         self.head_size = n_embd // n_head
+        # RoPE (chapter 05): rotate each head's queries and keys by their positions.
+        self.rope = RotaryEmbedding(self.head_size, block_size) if rotary else None
         self.key = nn.Linear(n_embd, n_embd, bias=qkv_bias)  # GPT-2 has biases here (chapter 12)
         self.query = nn.Linear(n_embd, n_embd, bias=qkv_bias)
         self.value = nn.Linear(n_embd, n_embd, bias=qkv_bias)
@@ -163,9 +168,15 @@ class MultiHeadAttention(nn.Module):
         B, T, C = x.shape  # (B, T, n_embd) -> (B, n_head, T, head_size)
         return x.view(B, T, self.n_head, self.head_size).transpose(1, 2)
 
+    def _queries_and_keys(self, x: torch.Tensor, offset: int = 0):
+        q, k = self._split_heads(self.query(x)), self._split_heads(self.key(x))
+        if self.rope is not None:  # the first position of x is position `offset` of the text
+            q, k = self.rope(q, offset), self.rope(k, offset)
+        return q, k
+
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Scaled query-key affinities of every head before mask and softmax: ``(B, n_head, T, T)``."""
-        return attention_scores(self._split_heads(self.query(x)), self._split_heads(self.key(x)))
+        return attention_scores(*self._queries_and_keys(x))
 
     def forward(self, x: torch.Tensor, return_weights: bool = False, cache=None, layer: int = 0):
         """``x`` (B, T, n_embd) -> (B, T, n_embd); with ``return_weights``, also (B, n_head, T, T).
@@ -176,8 +187,7 @@ class MultiHeadAttention(nn.Module):
         cached ones too, so nothing is recomputed.
         """
         B, T, C = x.shape
-        q = self._split_heads(self.query(x))
-        k = self._split_heads(self.key(x))
+        q, k = self._queries_and_keys(x, offset=0 if cache is None else cache.length_of(layer))
         v = self._split_heads(self.value(x))
         if cache is not None:
             k, v = cache.update(layer, k, v)
@@ -210,8 +220,12 @@ class AttentionLM(nn.Module):
     position gathers is added to what it was (a residual connection), and a linear
     layer turns the result into logits over the vocabulary. Chapter 03 trains it to
     look at real attention weights; chapter 04 trains it without the causal mask to
-    watch it cheat.
+    watch it cheat; chapter 05 compares ``positions``: ``"learned"`` (a trained table,
+    the default), ``"none"``, ``"sinusoidal"`` (fixed waves added to the input) and
+    ``"rotary"`` (RoPE on the queries and keys).
     """
+
+    POSITIONS = ("learned", "none", "sinusoidal", "rotary")
 
     def __init__(
         self,
@@ -220,18 +234,31 @@ class AttentionLM(nn.Module):
         n_head: int = 4,
         block_size: int = 32,
         causal: bool = True,
+        positions: str = "learned",
     ):
         super().__init__()
+        if positions not in self.POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(self.POSITIONS)}, got {positions!r}")
         self.block_size = block_size
+        self.positions = positions
         self.token_embedding = nn.Embedding(vocab_size, n_embd)
-        self.position_embedding = nn.Embedding(block_size, n_embd)
-        self.attention = MultiHeadAttention(n_embd, n_head, block_size, causal=causal)
+        if positions == "learned":
+            self.position_embedding = nn.Embedding(block_size, n_embd)
+        elif positions == "sinusoidal":  # fixed, so a buffer, not saved with the weights
+            self.register_buffer("sinusoids", sinusoidal_encoding(block_size, n_embd), persistent=False)
+        self.attention = MultiHeadAttention(n_embd, n_head, block_size, causal=causal,
+                                            rotary=positions == "rotary")
         self.lm_head = nn.Linear(n_embd, vocab_size)
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.shape[1]
         _check_length(T, self.block_size)
-        return self.token_embedding(idx) + self.position_embedding(torch.arange(T, device=idx.device))
+        x = self.token_embedding(idx)
+        if self.positions == "learned":
+            x = x + self.position_embedding(torch.arange(T, device=idx.device))
+        elif self.positions == "sinusoidal":
+            x = x + self.sinusoids[:T]
+        return x  # "none" adds nothing; "rotary" acts inside the attention layer
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         x = self.embed(idx)

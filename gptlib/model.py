@@ -129,11 +129,15 @@ class KVCache:
 
     @property
     def length(self) -> int:
-        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+        return self.length_of(0)
+
+    def length_of(self, layer: int) -> int:
+        """How many positions ``layer`` holds (a layer updated this step holds the new ones too)."""
+        return 0 if self.keys[layer] is None else self.keys[layer].shape[2]
 
     def check_room(self, n_new: int, layer: int = 0) -> None:
         """Raise, changing nothing, if ``n_new`` more positions would not fit in ``layer``."""
-        held = 0 if self.keys[layer] is None else self.keys[layer].shape[2]
+        held = self.length_of(layer)
         if held + n_new > self.block_size:
             raise ValueError(f"the cache holds {held} positions: {n_new} more would pass "
                              f"block_size {self.block_size}")

@@ -286,3 +286,109 @@ def test_the_cache_cannot_grow_past_the_block(x):
     with pytest.raises(ValueError, match="the cache holds 7 positions: 1 more would pass block_size 7"):
         mha(x[:, :1], cache=cache)
     assert torch.equal(cache.keys[0], keys)  # refused before it grew
+
+
+# --- AttentionLM's positions (chapter 05) ------------------------------------------------
+
+
+def test_attention_lm_positions_put_order_where_each_says():
+    from gptlib.positional import RotaryEmbedding, sinusoidal_encoding
+
+    torch.manual_seed(0)
+    idx = torch.randint(10, (2, 8))
+    models = {p: AttentionLM(10, n_embd=16, n_head=2, block_size=8, positions=p).eval()
+              for p in AttentionLM.POSITIONS}
+    tokens = {p: m.token_embedding(idx) for p, m in models.items()}
+    learned = models["learned"]
+    torch.testing.assert_close(learned.embed(idx), tokens["learned"] + learned.position_embedding.weight)
+    torch.testing.assert_close(models["none"].embed(idx), tokens["none"])
+    waves = sinusoidal_encoding(8, 16)
+    torch.testing.assert_close(models["sinusoidal"].embed(idx), tokens["sinusoidal"] + waves)
+    torch.testing.assert_close(models["rotary"].embed(idx), tokens["rotary"])
+    # Only the learned table is a parameter: the others add none.
+    counts = {p: sum(q.numel() for q in m.parameters()) for p, m in models.items()}
+    assert counts["learned"] - counts["none"] == 8 * 16
+    assert counts["none"] == counts["sinusoidal"] == counts["rotary"]
+    # Rotary: the scores are those of rotated queries and keys.
+    rotary = models["rotary"]
+    att, x = rotary.attention, rotary.embed(idx)
+    rope = RotaryEmbedding(8, 8)
+    q, k = rope(att._split_heads(att.query(x))), rope(att._split_heads(att.key(x)))
+    torch.testing.assert_close(rotary.scores(idx), q @ k.transpose(-2, -1) / math.sqrt(8))
+
+
+def test_without_positions_a_causal_model_sees_its_past_as_a_set():
+    torch.manual_seed(0)
+    model = AttentionLM(10, n_embd=16, n_head=2, block_size=8, positions="none").eval()
+    idx = torch.randint(10, (1, 8))
+    shuffled = torch.cat([idx[:, torch.tensor([4, 0, 6, 2, 1, 5, 3])], idx[:, 7:]], dim=1)
+    torch.testing.assert_close(model(shuffled)[0][:, -1], model(idx)[0][:, -1])
+    for positions in ("learned", "sinusoidal", "rotary"):  # each of these tells the orders apart
+        other = AttentionLM(10, n_embd=16, n_head=2, block_size=8, positions=positions).eval()
+        assert not torch.allclose(other(shuffled)[0][:, -1], other(idx)[0][:, -1])
+
+
+@pytest.mark.parametrize("positions", ["none", "sinusoidal", "rotary"])
+def test_fixed_positions_load_into_a_longer_model_unchanged(positions):
+    # Nothing trained depends on block_size, so chapter 05 reads longer windows this way.
+    torch.manual_seed(0)
+    short = AttentionLM(10, n_embd=16, n_head=2, block_size=8, positions=positions).eval()
+    long = AttentionLM(10, n_embd=16, n_head=2, block_size=32, positions=positions).eval()
+    long.load_state_dict(short.state_dict())
+    idx = torch.randint(10, (2, 32))
+    torch.testing.assert_close(long(idx)[0][:, :8], short(idx[:, :8])[0], atol=1e-5, rtol=1e-5)
+
+
+def test_attention_lm_refuses_unknown_positions():
+    with pytest.raises(ValueError, match="positions must be one of"):
+        AttentionLM(10, positions="alibi")
+
+
+def test_rotary_attention_with_a_cache_rotates_each_layer_at_its_own_positions():
+    # Two layers share one cache: when the second layer rotates its new position, the
+    # first has already appended it, so each layer must count its own held positions.
+    torch.manual_seed(0)
+    layers = [MultiHeadAttention(16, 2, block_size=8, rotary=True).eval() for _ in range(2)]
+    x = torch.randn(1, 7, 16)
+
+    def both(x, cache=None):
+        for i, layer in enumerate(layers):
+            x = x + layer(x, cache=cache, layer=i)
+        return x
+
+    full = both(x)
+    cache = KVCache(n_layer=2, block_size=8)
+    pieces = [both(x[:, :4], cache)] + [both(x[:, t : t + 1], cache) for t in range(4, 7)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_the_shipped_position_models_are_made_by_their_script():
+    # Chapter 05 compares these three with chapter 3's learned table, at the same budget.
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from gptlib.data import load_dataset
+    from gptlib.train import full_loss
+
+    folder = Path(__file__).resolve().parent.parent / "assets" / "positions"
+    spec = importlib.util.spec_from_file_location("make_positions", folder / "make.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    _, tok, _, val = load_dataset()
+    losses = {}
+    for positions in make.POSITIONS:
+        with safe_open(folder / f"{positions}.safetensors", framework="pt") as f:
+            metadata = f.metadata()
+        assert metadata["positions"] == positions
+        assert json.loads(metadata["train_config"]) == make.CONFIG.to_dict()
+        assert json.loads(metadata["shape"]) == make.SHAPE
+        assert json.loads(metadata["vocab"]) == tok.vocab
+        model = AttentionLM(tok.vocab_size, **make.SHAPE, positions=positions)
+        model.load_state_dict(load_file(folder / f"{positions}.safetensors"))
+        losses[positions] = full_loss(model, val)
+    # The figures its README and chapter 05 give.
+    assert losses == pytest.approx({"none": 2.3877, "sinusoidal": 2.1863, "rotary": 2.1487}, abs=2e-3)
