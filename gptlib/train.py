@@ -311,16 +311,28 @@ def _show(bar, history: dict) -> None:
     bar.set_postfix(shown, refresh=False)
 
 
-def _evaluate(model, train_data, val_data, config, state, block_size) -> None:
-    # The same batches at every evaluation, so that the estimates compare.
+def estimate_losses(model, train_data: torch.Tensor, val_data: torch.Tensor, config: TrainConfig,
+                    block_size: int | None = None) -> dict[str, float]:
+    """The train and validation estimates that training records at every evaluation.
+
+    The same batches every time (drawn from ``config.seed + 1``, never from the training
+    batches' generator), so that estimates taken at different steps compare, and taking
+    one, say before the first step, changes nothing in the training.
+    """
     estimates = {}
     for name, data in (("train_loss", train_data), ("val_loss", val_data)):
         batches = torch.Generator().manual_seed(config.seed + 1)
         estimates[name] = estimate_loss(model, data, config.batch_size, config.eval_iters,
                                         batches, block_size)
-        if not math.isfinite(estimates[name]):
+    return estimates
+
+
+def _evaluate(model, train_data, val_data, config, state, block_size) -> None:
+    estimates = estimate_losses(model, train_data, val_data, config, block_size)
+    for name, value in estimates.items():
+        if not math.isfinite(value):
             raise TrainingDiverged(f"the {name.replace('_', ' ')} estimate became "
-                                   f"{estimates[name]} at step {state.step}: training diverged "
+                                   f"{value} at step {state.step}: training diverged "
                                    f"(try a lower learning_rate)")
     state.history["eval_step"].append(state.step)
     for name, value in estimates.items():

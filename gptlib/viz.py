@@ -236,12 +236,16 @@ class LiveLossPlot:
 
     Pass it as ``on_eval`` to :func:`gptlib.train.train`: at every evaluation it
     draws the loss of every step so far and the train and validation estimates.
-    ``references`` maps a label to a horizontal line (a baseline loss, say).
+    ``references`` maps a label to a horizontal line (a baseline loss, say);
+    ``start``, the estimates before the first step (``gptlib.train.estimate_losses``),
+    is drawn at step 0, so that the curves start where the model started.
     """
 
-    def __init__(self, max_iters: int, references: dict | None = None, figsize=(9, 4)):
+    def __init__(self, max_iters: int, references: dict | None = None, figsize=(9, 4),
+                 start: dict | None = None):
         self.max_iters = max_iters
         self.references = references or {}
+        self.start = start
         from IPython.display import display
 
         self.figure = Figure(figsize=figsize, layout="constrained")
@@ -253,12 +257,15 @@ class LiveLossPlot:
     def draw(self, history: dict) -> None:
         ax = self.ax
         ax.clear()
+        at = list(history["eval_step"])
+        estimates = {name: list(history[name]) for name in ("train_loss", "val_loss")}
+        if self.start is not None:  # the untrained model's estimates, at step 0
+            at = [0] + at
+            estimates = {name: [self.start[name]] + values for name, values in estimates.items()}
         ax.plot(history["step"], history["loss"], color="tab:blue", alpha=0.3, linewidth=0.7,
                 label="train (one batch)")
-        ax.plot(history["eval_step"], history["train_loss"], "o-", color="tab:blue",
-                label="train (estimate)")
-        ax.plot(history["eval_step"], history["val_loss"], "o-", color="tab:orange",
-                label="validation (estimate)")
+        ax.plot(at, estimates["train_loss"], "o-", color="tab:blue", label="train (estimate)")
+        ax.plot(at, estimates["val_loss"], "o-", color="tab:orange", label="validation (estimate)")
         for (label, value), color in zip(self.references.items(), ["grey", "tab:green", "tab:red"]):
             ax.axhline(value, linestyle="--", color=color, linewidth=1, label=label)
         ax.set_xlim(0, self.max_iters)

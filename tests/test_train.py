@@ -14,6 +14,7 @@ from gptlib.train import (
     TrainState,
     configure_optimizer,
     estimate_loss,
+    estimate_losses,
     full_loss,
     learning_rate_at,
     train,
@@ -313,3 +314,18 @@ def test_the_runtime_step_in_float32_is_the_plain_step():
     plain = train(tiny_model(), data, data, PATTERN_CONFIG, progress=False).history
     wrapped = Runtime().train(tiny_model(), data, data, PATTERN_CONFIG, progress=False).history
     assert plain == wrapped
+
+
+def test_estimates_before_training_are_the_recorded_ones_and_change_nothing():
+    data = torch.randint(7, (400,))
+    config = TrainConfig(batch_size=4, max_iters=6, eval_interval=3, eval_iters=2, warmup_iters=1)
+    plain = tiny_model()
+    plain_state = train(plain, data, data, config, progress=False)
+    model = tiny_model()
+    before = estimate_losses(model, data, data, config)  # what LiveLossPlot draws at step 0
+    state = train(model, data, data, config, progress=False)
+    assert state.history == plain_state.history  # the estimate drew none of the training batches
+    assert before["val_loss"] != state.history["val_loss"][0]
+    # Estimates at a step are exactly those training records there.
+    assert estimate_losses(model, data, data, config) == {
+        "train_loss": state.history["train_loss"][-1], "val_loss": state.history["val_loss"][-1]}

@@ -139,6 +139,19 @@ def test_live_loss_plot_draws_the_history_it_is_given():
     assert plot.ax.get_xlim() == (0, 100)
 
 
+def test_live_loss_plot_starts_at_step_0_from_the_estimates_before_training():
+    from gptlib.viz import LiveLossPlot
+
+    plot = LiveLossPlot(max_iters=100, start={"train_loss": 4.2, "val_loss": 4.3})
+    history = {"step": [1, 2, 3], "loss": [4.0, 3.5, 3.0], "eval_step": [3],
+               "train_loss": [3.1], "val_loss": [3.2]}
+    plot.draw(history)
+    lines = plot.ax.get_lines()
+    assert list(lines[1].get_xdata()) == [0, 3] and list(lines[1].get_ydata()) == [4.2, 3.1]
+    assert list(lines[2].get_xdata()) == [0, 3] and list(lines[2].get_ydata()) == [4.3, 3.2]
+    assert history["eval_step"] == [3]  # the history itself is left as it was
+
+
 def test_line_breaks_are_shown_and_typed_as_backslash_n():
     explorer = AttentionExplorer(fake_scores, "ROMEO:\nBut", n_layer=2, n_head=3)
     assert explorer.text.value == "ROMEO:\\nBut"
