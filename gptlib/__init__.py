@@ -34,6 +34,8 @@ module                      chapter  what it holds
                                      loss; baselines; adapter files
 ``gptlib.viz``              all      heatmaps, the live loss plot, the interactive explorers,
                                      a passage coloured by loss
+``gptlib.diagrams``         03-08    pictures drawn from the library's own models: attention's
+                                     shapes, RoPE, the GPT and its parameters, the KV cache
 ``gptlib.exercises``        all      the self-checking exercises' check()
 ``gptlib.cli``              -        python -m gptlib train | sample | eval | export | presets |
                                      finetune | classify
