@@ -329,3 +329,26 @@ def test_estimates_before_training_are_the_recorded_ones_and_change_nothing():
     # Estimates at a step are exactly those training records there.
     assert estimate_losses(model, data, data, config) == {
         "train_loss": state.history["train_loss"][-1], "val_loss": state.history["val_loss"][-1]}
+
+
+def test_the_shipped_learning_rate_sweep_is_the_cpu_preset_at_each_rate():
+    # Chapter 07 draws assets/lr-sweep; its 3e-3 run must be the preset's own run.
+    import json
+    from pathlib import Path
+
+    from gptlib.checkpoint import load_checkpoint
+    from gptlib.presets import get_preset
+
+    root = Path(__file__).resolve().parent.parent
+    sweep = json.loads((root / "assets" / "lr-sweep" / "results.json").read_text())
+    _, config = get_preset("cpu")
+    assert sweep["max_iters"] == config.max_iters
+    rates = [run["learning_rate"] for run in sweep["runs"]]
+    assert rates == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+    for run in sweep["runs"]:
+        assert run["min_lr"] == pytest.approx(run["learning_rate"] / 10)
+        assert run["step"] == list(range(1, config.max_iters + 1))  # every step's loss
+    preset_run = sweep["runs"][rates.index(config.learning_rate)]
+    shipped = load_checkpoint(root / "assets" / "shakespeare-cpu").history["loss"]
+    assert preset_run["loss"][:20] == pytest.approx(shipped[:20], abs=1e-5)  # the same run
+    assert preset_run["val"] == pytest.approx(1.8354, abs=0.01)
