@@ -242,7 +242,7 @@ def gpt_diagram(config: GPTConfig) -> Figure:
 
 def _parameter_table(ax, x, y, shares, total, tied):
     """Each part's parameter count and share of the total, one row per part."""
-    ax.text(x, y, "parameters by part (all blocks)", fontsize=FONT, weight="bold", va="center")
+    ax.text(x, y, "parameters by part (whole model)", fontsize=FONT, weight="bold", va="center")
     for i, part in enumerate(PARTS):
         row = y - 0.27 * (i + 1)
         ax.add_patch(Rectangle((x, row - 0.09), 0.25, 0.18, facecolor=PART_COLOURS[part], edgecolor=EDGE))
@@ -423,7 +423,7 @@ def attention_shapes_diagram(T: int = 8, n_embd: int = 32, n_head: int = 4) -> F
     bottom, _ = _stack(ax, scores_x, y, t_len, t_len, colours)
     label(scores_x, bottom - 0.1, f"scores Q Kᵀ / √{hs}\n(n_head, T, T)\n= {_shape(s['scores'])}")
     _arrow(ax, (scores_x + 0.55, y), (weights_x - 0.55, y))
-    ax.text((scores_x + weights_x) / 2, y + 0.12, "softmax", ha="center", fontsize=9, color=SHAPE_TEXT)
+    ax.text((scores_x + weights_x) / 2, y + 0.12, "mask, softmax", ha="center", fontsize=9, color=SHAPE_TEXT)
     _stack(ax, weights_x, y, t_len, t_len, colours, causal=True)
     label(weights_x, bottom - 0.1, f"weights (masked)\n(n_head, T, T)\n= {_shape(s['weights'])}")
     _arrow(ax, (out_x, heads_bottom), (out_x, y + 0.55))

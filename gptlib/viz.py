@@ -206,13 +206,14 @@ class SoftmaxScaleExplorer(Explorer):
         super().__init__([[self.head_size, self.scaled]])
 
     def scores(self):
-        """``(dots, row)``: q.k of ``n_pairs`` random pairs, and one query's scores."""
+        """``(dots, row)``: q.k of ``n_pairs`` random pairs, and the first query's scores
+        against the first ``n_keys`` keys."""
         d = self.head_size.value
         g = torch.Generator().manual_seed(self.seed)
         q = torch.randn(self.n_pairs, d, generator=g)
         k = torch.randn(self.n_pairs, d, generator=g)
         dots = (q * k).sum(dim=1)
-        row = dots[: self.n_keys]
+        row = k[: self.n_keys] @ q[0]  # one query against n_keys keys
         if self.scaled.value:
             dots, row = dots / d**0.5, row / d**0.5
         return dots, row
