@@ -37,6 +37,7 @@ module                      chapter  what it holds
 ``gptlib.diagrams``         03-08    pictures drawn from the library's own models: attention's
                                      shapes, RoPE, the GPT and its parameters, the KV cache
 ``gptlib.exercises``        all      the self-checking exercises' check()
+``gptlib.answers``          all      what each check expects, with its hint and why (spoilers)
 ``gptlib.cli``              -        python -m gptlib train | sample | eval | export | presets |
                                      finetune | classify
 ==========================  =======  ==========================================================

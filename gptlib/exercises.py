@@ -1,30 +1,48 @@
 """Exercises that check themselves: a hint when not attempted, what is wrong when
-wrong, a confirmation when right. Used by the chapters' exercise cells; the worked
+wrong, a confirmation when right. A chapter's exercise cell names its exercise and
+passes the answer; what the answer should be, the hint and the reason behind it are
+kept in :mod:`gptlib.answers` (spoilers: look there only after trying). The worked
 answers are in ``solutions/``.
 
-    >>> check(None, 2.0, hint="divide by ln 2")
-    Not attempted yet (the answer is None). Hint: divide by ln 2
+    >>> check("10.4", None)
+    Not attempted yet (the answer is None). Hint: layers x batch x heads x T x T
 """
 
 from __future__ import annotations
 
 import math
 
+from gptlib import answers
 
-def check(answer, expected, *, hint: str, why: str = "", tolerance: float = 1e-3) -> None:
-    """Print whether ``answer`` matches ``expected`` (and nothing else: a notebook cell
-    shows only the message).
 
-    Whole numbers (counts) match exactly, other numbers within ``tolerance``
-    (relative); strings without regard to case and surrounding spaces; anything else
-    by ``==``. ``hint`` is printed when the
-    answer is missing or wrong, ``why`` (the reason behind the answer) when right.
+def check(exercise: str, answer) -> None:
+    """Print whether ``answer`` is right for ``exercise`` ("CC.N": chapter CC's
+    exercise N), and nothing else: a notebook cell shows only the message.
+
+    An exercise that the registry does not know raises ValueError.
     """
-    print(verdict(answer, expected, hint=hint, why=why, tolerance=tolerance))
+    print(assess(exercise, answer))
+
+
+def assess(exercise: str, answer) -> str:
+    """What :func:`check` prints: the :func:`verdict` of ``answer`` against the entry of
+    ``exercise`` in :mod:`gptlib.answers`. The expected value is computed (where it is
+    computed at all) only when there is an answer to compare with it."""
+    entry = answers.answer(exercise)
+    if answer is not None and entry.judge is not None:
+        answer = entry.judge(answer)  # an answer that is a function: whether it computes the reference
+    expected = None if answer is None else answers.expected(exercise)
+    return verdict(answer, expected, hint=entry.hint, why=entry.why, tolerance=entry.tolerance)
 
 
 def verdict(answer, expected, *, hint: str, why: str = "", tolerance: float = 1e-3) -> str:
-    """What :func:`check` prints: starts with "Correct", "Not yet" or "Not attempted"."""
+    """Whether ``answer`` matches ``expected``: starts with "Correct", "Not yet" or "Not attempted".
+
+    Whole numbers (counts) match exactly, other numbers within ``tolerance``
+    (relative); strings without regard to case and surrounding spaces; anything else
+    by ``==``. ``hint`` is given when the answer is missing or wrong, ``why`` (the
+    reason behind the answer) when right.
+    """
     if answer is None:
         return f"Not attempted yet (the answer is None). Hint: {hint}"
     if isinstance(expected, int) and not isinstance(expected, bool):  # a count: exactly
