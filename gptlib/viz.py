@@ -272,7 +272,7 @@ class LiveLossPlot:
         ax.set_xlim(0, self.max_iters)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
-        ax.legend(loc="upper right")
+        ax.legend(loc="center right")  # below the uniform-guess line, above the late curves
         if history["val_loss"]:
             ax.set_title(f"step {history['eval_step'][-1]}: validation {history['val_loss'][-1]:.3f}")
 
