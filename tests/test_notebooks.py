@@ -93,15 +93,19 @@ class TestNotebook:
         assert not any(re.search(r"^## \d", text, re.M) for text in ending), "a section after the summary"
 
 
-def test_every_notebook_runs_a_second_time_in_the_same_kernel():
-    """The second run (conftest.py) really shares nbval's kernel, and its errors fail the suite."""
+def test_every_notebook_runs_a_second_time_in_the_same_kernel_on_plain_cpu_code():
+    """The second run (conftest.py) really shares nbval's kernel, and its errors fail the suite;
+    and nbval's kernels run PyTorch's scalar code (conftest.py), whatever this CPU has."""
     import subprocess
     import sys
 
     folder = Path(__file__).resolve().parent.parent / "test-artifacts" / "second-run"
     folder.mkdir(parents=True, exist_ok=True)
     cells = [{"cell_type": "code", "metadata": {}, "execution_count": 1, "outputs": [],
-              "source": "assert 'seen' not in globals(), 'this kernel ran me before'\nseen = True"}]
+              "source": "assert 'seen' not in globals(), 'this kernel ran me before'\nseen = True"},
+             {"cell_type": "code", "metadata": {}, "execution_count": 2,
+              "outputs": [{"output_type": "stream", "name": "stdout", "text": "DEFAULT\n"}],
+              "source": "# NBVAL_CHECK_OUTPUT\nimport torch\nprint(torch.backends.cpu.get_cpu_capability())"}]
     notebook = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
                 "metadata": {"kernelspec": {"name": "python3", "language": "python",
                                             "display_name": "Python 3"}}}
@@ -109,5 +113,5 @@ def test_every_notebook_runs_a_second_time_in_the_same_kernel():
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
                            str(folder / "runs_once.ipynb")], capture_output=True, text=True,
                           cwd=folder.parent.parent, timeout=120)
-    assert "1 failed, 1 passed" in done.stdout, done.stdout[-2000:]
+    assert "1 failed, 3 passed" in done.stdout, done.stdout[-2000:]
     assert "Cell 0 again" in done.stdout and "this kernel ran me before" in done.stdout
