@@ -29,18 +29,25 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_configure(config):
-    """Every process the suite starts (notebook kernels above all) runs PyTorch's scalar code.
+    """nbval's notebook kernels run PyTorch's scalar code (ATEN_CPU_CAPABILITY=default).
 
     The committed outputs are made with the machine's vector instructions (AVX2, AVX-512:
     .ci/execute_notebooks.py), and their last bits differ from the scalar code's. A checked
     cell (# NBVAL_CHECK_OUTPUT) that printed one of those bits (an argmax on a flat maximum,
     a fourth decimal of a float32 sum) then fails here, on every machine, instead of only on
-    a CPU unlike the one that made the outputs. The test process itself has imported torch
-    first, so it keeps the fast path; the kernels are about 10% slower.
+    a CPU unlike the one that made the outputs. Only the kernels: the test processes keep
+    the fast path (torch.compile needs it). The kernels are about 10% slower.
     """
-    import torch  # noqa: F401  (loaded before the variable is set: this process stays fast)
+    try:
+        import nbval.kernel
+    except ImportError:  # nbval not installed: no notebooks are collected either
+        return
+    start = nbval.kernel.start_new_kernel
 
-    os.environ.setdefault("ATEN_CPU_CAPABILITY", "default")
+    def start_on_plain_cpu_code(**kwargs):
+        return start(env={**os.environ, "ATEN_CPU_CAPABILITY": "default"}, **kwargs)
+
+    nbval.kernel.start_new_kernel = start_on_plain_cpu_code
 
 
 def pytest_collection_modifyitems(session, config, items):

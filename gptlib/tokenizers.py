@@ -51,6 +51,9 @@ GPT4_PATTERN = (
 PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN, "none": None}
 
 ENDOFTEXT = "<|endoftext|>"
+# How many characters past a chunk its pattern may read before deciding it (GPT-2's and
+# GPT-4's need 3, for "'ll"; the rest is margin): BPETokenizer.encode_iterable holds back that much.
+LOOKAHEAD = 16
 SPECIAL_CHOICES = ("refuse", "allow", "plain")
 
 
@@ -207,6 +210,9 @@ class BPETokenizer:
               special_tokens=(), verbose: bool = False) -> "BPETokenizer":
         """Learn ``vocab_size - 256`` merges from ``text`` (fewer if the text runs out of pairs).
 
+        ``special_tokens`` (such as ``<|endoftext|>``) get the ids after the merges. The text
+        is split on them first, as documents: their characters take part in no merge.
+
         ``merge_counts`` of the result says how many times each merged pair occurred.
 
         At each step the most frequent pair of neighbouring tokens becomes a new token.
@@ -220,7 +226,18 @@ class BPETokenizer:
         check_encodable(text)
         if vocab_size < 256:
             raise ValueError(f"vocab_size must be at least 256 (one token per byte), got {vocab_size}")
-        pieces = regex.findall(pattern, text) if pattern else [text]
+        special_tokens = list(special_tokens)
+        if isinstance(special_tokens, str) or not all(isinstance(s, str) and s for s in special_tokens) \
+                or len(set(special_tokens)) != len(special_tokens):
+            raise ValueError(f"special_tokens must be distinct non-empty strings, got {special_tokens!r}")
+        # A special token separates documents: split the text there first, so that no merge
+        # learns from a special token's characters or crosses from one document into the next.
+        documents = [text]
+        if special_tokens:
+            alternatives = sorted(special_tokens, key=len, reverse=True)
+            documents = re.split("|".join(map(re.escape, alternatives)), text)
+        pieces = [piece for document in documents
+                  for piece in (regex.findall(pattern, document) if pattern else [document])]
         chunks = Counter(piece for piece in pieces if piece)
         words = [list(chunk.encode("utf-8")) for chunk in chunks]  # distinct chunks, first seen first
         counts = list(chunks.values())
@@ -346,6 +363,65 @@ class BPETokenizer:
             else:
                 ids.extend(self.encode_ordinary(part))
         return ids
+
+    def encode_iterable(self, texts, special: str = "refuse"):
+        """The tokens of the concatenation of ``texts`` (an open file's lines, say), as they come.
+
+        The same ids as ``encode("".join(texts))``, without holding the whole text: each
+        piece is encoded once what follows it cannot change it, and only the last chunk
+        (roughly a word) waits for the next piece. Memory stays bounded by the longest
+        chunk, so a corpus larger than memory can be tokenized::
+
+            with open(path, encoding="utf-8") as f:
+                ids = array.array("H", tokenizer.encode_iterable(f))
+
+        (With ``pattern=None`` the text between special tokens is one chunk, so it waits whole.)
+        """
+        if special not in SPECIAL_CHOICES:  # checked now, not at the first token asked for
+            raise ValueError(f"special must be one of {', '.join(SPECIAL_CHOICES)}, got {special!r}")
+        return self._encode_stream(iter(texts), special)
+
+    def _encode_stream(self, texts, special: str):
+        pending = ""
+        for text in texts:
+            check_encodable(text)
+            ids, pending = self._encode_settled(pending + text, special)
+            yield from ids
+        if pending:
+            yield from self.encode(pending, special)
+
+    def _encode_settled(self, text: str, special: str) -> tuple[list[int], str]:
+        """The tokens of what in ``text`` no following text can change, and the rest.
+
+        A chunk that ends ``LOOKAHEAD`` characters or more before the end of the text was
+        decided by the characters after it: more text cannot change it (GPT-2's pattern
+        looks at most 3 ahead: ``'l`` is ``'`` and ``l``, but ``'ll`` one chunk). Settled
+        chunks are encoded as found here, not re-split: alone, a prefix could split
+        otherwise at its end (``"\\n\\n"`` before a word is two chunks, at the end of a text
+        one). A special token is a hard boundary, but one may be arriving: a tail that
+        could begin one waits.
+        """
+        ids: list[int] = []
+        start, end = 0, len(text)
+        if self._special_split is not None and special != "plain":
+            for found in self._special_split.finditer(text):
+                start = found.end()
+            if start:
+                ids = self.encode(text[:start], special)  # ends with a special token
+            longest = max(map(len, self.special_tokens))
+            for k in range(min(longest - 1, end - start), 0, -1):
+                if any(s.startswith(text[end - k:]) for s in self.special_tokens):
+                    end -= k
+                    break
+        if self._split is None:
+            return ids, text[start:]
+        rest = start
+        for chunk in self._split.finditer(text, start, end):
+            if chunk.end() > end - LOOKAHEAD:
+                break
+            ids.extend(self.encode_chunk(chunk.group()))
+            rest = chunk.end()
+        return ids, text[rest:]
 
     def token_bytes(self, ids) -> list[bytes]:
         """The bytes of each token (special tokens as their UTF-8 string)."""

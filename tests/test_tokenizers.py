@@ -1,5 +1,7 @@
 """gptlib.tokenizers: words, byte-level BPE, GPT-2's tokenizer (against tiktoken), windows."""
 
+import random
+
 import pytest
 import tiktoken
 import torch
@@ -122,6 +124,81 @@ def test_merges_never_cross_a_chunk_boundary():
     assert all(b" " not in token[1:] for token in tok.vocab.values())
     glued = BPETokenizer.train("the cat the cat the cat", 300, pattern=None)
     assert any(b" " in token[1:] for token in glued.vocab.values())
+
+
+def test_special_tokens_split_the_training_text_into_documents_and_take_part_in_no_merge():
+    docs = ["the cat sat", "on the mat", "the cat ran"] * 20
+    text = ENDOFTEXT.join(docs)
+    for pattern in (GPT2_PATTERN, None):
+        tok = BPETokenizer.train(text, 400, pattern=pattern, special_tokens=[ENDOFTEXT])
+        learned = [tok.vocab[new] for new in tok.merges.values()]
+        assert not any(b"<" in t or b"|" in t or b">" in t for t in learned), pattern
+        # the same merges as training on the documents with no special token between them
+        apart = BPETokenizer.train("\n".join(docs), 400, pattern=pattern)
+        assert not any(b"\n" in t for t in (apart.vocab[new] for new in apart.merges.values())) \
+            or pattern is None
+        assert tok.special_tokens == {ENDOFTEXT: tok.vocab_size - 1}
+    glued = BPETokenizer.train(text, 400, pattern=None)  # without the split: merges eat into it
+    assert any(b"<|" in glued.vocab[new] for new in glued.merges.values())
+
+
+@pytest.mark.parametrize("special", [ENDOFTEXT, [""], ["<|a|>", "<|a|>"], [3]])
+def test_special_tokens_for_training_must_be_distinct_strings(special):
+    with pytest.raises(ValueError, match="special_tokens must be distinct non-empty strings"):
+        BPETokenizer.train("some text", 300, special_tokens=special)
+
+
+def pieces_of(text, seed=0):
+    """The text in pieces of random lengths, from 1 character up."""
+    rng, i = random.Random(seed), 0
+    while i < len(text):
+        n = rng.choice([1, 2, 3, 5, 17, 100, 1000])
+        yield text[i:i + n]
+        i += n
+
+
+def test_encoding_a_stream_of_pieces_gives_the_tokens_of_the_whole(gpt2, text):
+    head = text[:300_000]
+    assert list(gpt2.encode_iterable(pieces_of(head))) == gpt2.encode(head)
+    assert list(gpt2.encode_iterable(head.splitlines(keepends=True))) == gpt2.encode(head)
+    # a special token cut in two, a false start of one, whitespace at the end
+    doc = head[:5000] + ENDOFTEXT + head[5000:9000] + "<|endo x\n\n " + ENDOFTEXT + "  \n"
+    for special in ("allow", "plain"):
+        assert list(gpt2.encode_iterable(pieces_of(doc), special)) == gpt2.encode(doc, special)
+    with pytest.raises(ValueError, match="special token"):
+        list(gpt2.encode_iterable(pieces_of(doc)))
+    with pytest.raises(ValueError, match="special must be one of"):
+        gpt2.encode_iterable([doc], special="yes")  # at once, before any token is asked for
+    assert list(gpt2.encode_iterable([])) == []
+
+
+@pytest.mark.parametrize("pattern", [GPT4_PATTERN, None], ids=["gpt4", "no pattern"])
+def test_a_trained_tokenizer_encodes_a_stream_like_the_whole(small_bpe, text, pattern):
+    tok = BPETokenizer.train(text[:5_000], 300, pattern=pattern, special_tokens=[ENDOFTEXT])
+    for doc in (text[:40_000], text[:3000] + ENDOFTEXT + "I'll  \n\n" + ENDOFTEXT + "<|end"):
+        assert list(tok.encode_iterable(pieces_of(doc), "allow")) == tok.encode(doc, "allow")
+    assert list(small_bpe.encode_iterable(pieces_of(text[:40_000]))) == small_bpe.encode(text[:40_000])
+
+
+def test_a_corpus_larger_than_memory_streams_in_bounded_memory(gpt2, text):
+    """Copies of a text read line by line: the memory held does not grow with their number."""
+    import tracemalloc
+
+    part = text[:100_000]
+    tokens = len(gpt2.encode(part))  # also fills the chunk cache, which is bounded anyway
+
+    def peak_memory(copies):
+        tracemalloc.start()
+        try:
+            lines = (line for _ in range(copies) for line in part.splitlines(keepends=True))
+            assert sum(1 for _ in gpt2.encode_iterable(lines)) > copies * (tokens - 1)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    one, four = peak_memory(1), peak_memory(4)
+    assert four < one + 200_000, f"{one / 1e6:.2f} MB for one copy, {four / 1e6:.2f} MB for four"
+    assert four < 1.5e6  # four copies' ids in a list would take 4 MB
 
 
 # ---------------------------------------------------------------- round trips
