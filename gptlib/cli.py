@@ -451,6 +451,7 @@ def cmd_presets(args) -> int:
 # --- finetune and classify (chapter 13) -------------------------------------------------
 
 # A fine-tune measures the whole validation set and logs every step: no eval_iters, log_interval.
+LORA_RANK, LORA_ALPHA = 8, 16.0  # finetune's defaults for --method lora
 FINETUNE_SETTINGS = [f for f in fields(TrainConfig) if f.name not in ("eval_iters", "log_interval")]
 
 
@@ -469,10 +470,20 @@ def cmd_finetune(args) -> int:
                          f"--overwrite to start over and replace it")
     if args.resume and not existing.exists():
         raise UsageError(f"--resume, but there is no fine-tune in {out} to resume from")
+    lora_settings = [f"--{name}" for name in ("rank", "alpha") if getattr(args, name) is not None]
+    if lora_settings and args.method != "lora":
+        raise UsageError(f"{' and '.join(lora_settings)} only apply to --method lora, "
+                         f"not --method {args.method}")
+    rank = LORA_RANK if args.rank is None else args.rank
+    alpha = LORA_ALPHA if args.alpha is None else args.alpha
     device = pick_device(args.device)
     base_file = checkpoint_path(args.checkpoint)
     base = load_checkpoint(base_file, device=device)
     tokenizer = base.tokenizer
+    n_embd = base.model.config.n_embd
+    if args.method == "lora" and not args.resume and isinstance(rank, int) and rank > n_embd:
+        raise UsageError(f"--rank {rank} is more than this model's n_embd ({n_embd}), the largest "
+                         f"rank an update of its {n_embd}x{n_embd} attention weights can have")
     text = load_shakespeare()
     if isinstance(tokenizer, CharTokenizer):
         missing = sorted(set(text) - set(tokenizer.stoi))
@@ -508,9 +519,9 @@ def cmd_finetune(args) -> int:
         model, state, info = saved.model, ft.resume_state(saved, config), saved.info
     else:
         config = ft.default_config(args.task, args.method, **overrides)
-        model = ft.build(base.model, args.task, args.method, args.rank, args.alpha, config.seed)
+        model = ft.build(base.model, args.task, args.method, rank, alpha, config.seed)
         state = None
-        info = {"task": args.task, "method": args.method, "rank": args.rank, "alpha": args.alpha,
+        info = {"task": args.task, "method": args.method, "rank": rank, "alpha": alpha,
                 "base_sha256": base_sha}
     made: list[Path] = []
     with contextlib.ExitStack() as held:
@@ -745,8 +756,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for the fine-tune")
     p.add_argument("--resume", action="store_true", help="continue the fine-tune in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the fine-tune in --out")
-    p.add_argument("--rank", type=int, default=8, help="LoRA's rank (default 8)")
-    p.add_argument("--alpha", type=float, default=16.0, help="LoRA's scale numerator (default 16)")
+    p.add_argument("--rank", type=int, default=None,
+                   help=f"LoRA's rank, at most the model's n_embd (default {LORA_RANK})")
+    p.add_argument("--alpha", type=float, default=None,
+                   help=f"LoRA's scale numerator (default {LORA_ALPHA:g})")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     from gptlib.finetune import default_config

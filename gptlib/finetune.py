@@ -281,6 +281,10 @@ class LoRALinear(nn.Module):
             raise ValueError(f"LoRA's rank must be a positive whole number, got {rank!r}")
         if not (alpha > 0 and math.isfinite(alpha)):
             raise ValueError(f"LoRA's alpha must be a number > 0, got {alpha!r}")
+        largest = min(base.in_features, base.out_features)
+        if rank > largest:
+            raise ValueError(f"LoRA's rank must be at most {largest}, the smaller side of the "
+                             f"{base.out_features}x{base.in_features} weight it updates, got {rank}")
         self.base = base
         for param in base.parameters():
             param.requires_grad_(False)

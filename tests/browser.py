@@ -148,9 +148,29 @@ def open_and_run(page, base: str, token: str, name: str) -> int:
     menu(page, "Run", "Run All Cells")
     expected = [f"[{i}]:" for i in range(1, n_code_cells + 1)]
     # Stop waiting at the first error too: the cells after it never run.
-    wait_until(lambda: prompts(page) == expected or cell_errors(page), RUN_TIMEOUT_S,
-               "every cell to run, in order")
+    try:
+        wait_until(lambda: prompts(page) == expected or cell_errors(page), RUN_TIMEOUT_S,
+                   "every cell to run, in order")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{stall_report(page, base, token, name)}") from None
     return n_code_cells
+
+
+def stall_report(page, base: str, token: str, name: str) -> str:
+    """What a stalled run looked like: the page (a screenshot), the prompts, the kernels
+    as the server sees them, and the end of JupyterLab's log."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"{Path(name).stem}-stalled.png"
+    page.screenshot(path=shot, full_page=True)
+    try:
+        with urllib.request.urlopen(f"{base}/api/kernels?token={token}", timeout=10) as response:
+            kernels = json.load(response)
+    except OSError as error:
+        kernels = f"(the server did not answer: {error})"
+    log = page_root(base).parent / "jupyter.log"
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+    return (f"screenshot: {shot}\nprompts: {prompts(page)}\nkernels: {kernels}\n"
+            f"JupyterLab's log, its end:\n{tail}")
 
 
 def cell_errors(page) -> list[str]:

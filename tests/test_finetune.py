@@ -216,6 +216,8 @@ def test_a_gpt_with_lora_merged_gives_the_same_logits_and_is_a_plain_gpt():
 def test_lora_refuses_a_bad_rank_or_alpha():
     with pytest.raises(ValueError, match="rank"):
         ft.LoRALinear(nn.Linear(4, 4), rank=0)
+    with pytest.raises(ValueError, match="rank must be at most 4, the smaller side of the 6x4 weight"):
+        ft.LoRALinear(nn.Linear(4, 6), rank=5)
     with pytest.raises(ValueError, match="alpha"):
         ft.LoRALinear(nn.Linear(4, 4), rank=2, alpha=float("nan"))
 
@@ -383,6 +385,9 @@ def test_a_reply_finetune_also_writes_a_plain_checkpoint_that_samples(tmp_path, 
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "lora", "--rank", "0"], "rank must be a positive"),
+    (["--method", "lora", "--rank", "100000"], "more than this model's n_embd"),
+    (["--method", "probe", "--rank", "4"], "--rank only apply to --method lora, not --method probe"),
+    (["--method", "last-block", "--rank", "4", "--alpha", "8"], "--rank and --alpha only apply"),
     (["--method", "probe", "--max_iters", "0"], "max_iters must be a positive"),
     (["--method", "probe", "--checkpoint", "nowhere"], "no checkpoint at nowhere"),
 ])
