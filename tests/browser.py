@@ -2,10 +2,11 @@
 
 Starts JupyterLab on 127.0.0.1 (a free port, a random token, fresh settings and
 workspaces) over a copy of the notebooks. Every notebook is opened and must show its
-saved outputs, pictures included, and no error. Every notebook with an interactive
-explorer is run from the top (nbval has already run each one twice, so the others
-are not run again here), and every explorer must draw a picture and redraw it when
-any of its controls moves. Screenshots go to test-artifacts/. The tests are in two files,
+saved outputs, pictures included, and no error. In every notebook with an interactive
+explorer, the cells its explorers need (tagged ``explorer`` in the cell's metadata) are
+run in order (nbval has already run every cell of every notebook twice, so nothing else
+is run again here), and every explorer must draw a picture and redraw it when any of its
+controls moves. Screenshots go to test-artifacts/. The tests are in two files,
 test_browser_outputs.py and test_browser_explorers.py, so that the two test processes
 share the work; each starts a JupyterLab of its own.
 
@@ -116,7 +117,7 @@ def page_root(base: str) -> Path:
     return ROOTS[base]
 
 
-def wait_until(condition, timeout: float, what: str, interval: float = 0.5):
+def wait_until(condition, timeout: float, what: str, interval: float = 0.1):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if condition():
@@ -129,31 +130,42 @@ def prompts(page) -> list[str]:
     return page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
 
 
-def menu(page, top: str, item: str) -> None:
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{top}$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$")).click()
-
-
-def open_and_run(page, base: str, token: str, name: str) -> int:
-    """Open a notebook in a fresh workspace, clear its saved outputs, run every cell in order.
+def open_and_run(page, base: str, token: str, name: str, only: list[int] | None = None) -> int:
+    """Open a notebook in a fresh workspace, clear its saved outputs, run its code cells in
+    order: all of them, or the code cells numbered in ``only``. Returns how many ran.
 
     Clearing first matters: the committed outputs carry numbered prompts too, so only
-    prompts numbered 1..n after a clear prove that this run executed every cell.
+    prompts numbered 1..n after a clear prove that this run executed those cells.
+    The cells are run through JupyterLab's own commands (what its Run menu calls), one
+    after the other, each once the one before has finished.
     """
     n_code_cells = len(saved(page_root(base) / name))
+    chosen = list(range(n_code_cells)) if only is None else sorted(only)
     open_notebook(page, base, token, name, n_code_cells)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-    menu(page, "Edit", "Clear Outputs of All Cells")
+    page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.sessionContext"
+                           "?.session?.kernel?.connectionStatus === 'connected'", timeout=120_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
     wait_until(lambda: all(t.strip() in ("[ ]:", "") for t in prompts(page)), 30, "outputs to clear")
-    menu(page, "Run", "Run All Cells")
-    expected = [f"[{i}]:" for i in range(1, n_code_cells + 1)]
+    page.evaluate("""chosen => {
+        const app = window.jupyterapp;
+        const notebook = app.shell.currentWidget.content;
+        const code = notebook.widgets.filter(cell => cell.model.type === "code");
+        window.runDone = (async () => {
+            for (const i of chosen) {
+                notebook.activeCellIndex = notebook.widgets.indexOf(code[i]);
+                await app.commands.execute("notebook:run-cell", {activate: false});
+            }
+        })().then(() => "done", error => String(error));
+    }""", chosen)
+    number = dict(zip(chosen, range(1, len(chosen) + 1)))
+    expected = [f"[{number[i]}]:" if i in number else "[ ]:" for i in range(n_code_cells)]
     # Stop waiting at the first error too: the cells after it never run.
     try:
-        wait_until(lambda: prompts(page) == expected or cell_errors(page), RUN_TIMEOUT_S,
-                   "every cell to run, in order")
+        wait_until(lambda: [t.strip() for t in prompts(page)] == expected or cell_errors(page),
+                   RUN_TIMEOUT_S, "the cells to run, in order")
     except AssertionError as error:
         raise AssertionError(f"{error}\n{stall_report(page, base, token, name)}") from None
-    return n_code_cells
+    return len(chosen)
 
 
 def stall_report(page, base: str, token: str, name: str) -> str:
@@ -180,7 +192,7 @@ def cell_errors(page) -> list[str]:
             if "Traceback" in text or re.search(r"^\w+(Error|Exception)\b", text, re.M)]
 
 
-def settled(image, quiet_s: float = 0.4) -> str:
+def settled(image, quiet_s: float = 0.3) -> str:
     """The picture once it has stopped changing for ``quiet_s`` seconds."""
     src = image.get_attribute("src")
     while True:
@@ -236,6 +248,11 @@ def exercise_explorer(page, box) -> list[str]:
     return moved
 
 
+def explorer_cells(notebook: Path) -> list[int]:
+    """The code cells (numbered from 0) tagged ``explorer``: the explorers and what they use."""
+    return [i for i, c in enumerate(saved(notebook)) if "explorer" in c["metadata"].get("tags", [])]
+
+
 def saved(notebook: Path) -> list[dict]:
     """The code cells of a notebook as committed."""
     return [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
@@ -253,19 +270,16 @@ def check_saved_outputs(page, notebook: Path) -> None:
     cells = saved(notebook)
     wait_until(lambda: len(prompts(page)) == len(cells), 60, f"{notebook.name} to render")
     assert prompts(page) == [f"[{c['execution_count']}]:" for c in cells], notebook.name
-    areas = page.locator(".jp-CodeCell .jp-OutputArea")
-    shown = [areas.nth(i).locator(".jp-OutputArea-output").count() for i in range(len(cells))]
+    shown = page.evaluate("""() => [...document.querySelectorAll(".jp-CodeCell .jp-OutputArea")]
+        .map(area => area.querySelectorAll(".jp-OutputArea-output").length)""")
     assert [n > 0 for n in shown] == [bool(c["outputs"]) for c in cells], notebook.name
     errors = cell_errors(page)
     assert not errors, f"{notebook.name}: a cell shows an error:\n{errors[0][:1000]}"
-    pictures = page.locator(".jp-OutputArea-output img")
     expected = sum("image/png" in o.get("data", {}) for c in cells for o in c["outputs"])
-    assert pictures.count() == expected, notebook.name
-    for i in range(pictures.count()):
-        picture = pictures.nth(i)
-        picture.scroll_into_view_if_needed()
-        wait_until(lambda: picture.evaluate("img => img.complete && img.naturalWidth > 0"),
-                   10, f"a saved picture of {notebook.name} to show")
+    drawn = """() => [...document.querySelectorAll(".jp-OutputArea-output img")]
+        .map(img => img.complete && img.naturalWidth > 0)"""
+    assert len(page.evaluate(drawn)) == expected, notebook.name
+    wait_until(lambda: all(page.evaluate(drawn)), 10, f"every saved picture of {notebook.name} to show")
 
 
 def shut_down_kernels(base: str, token: str) -> None:
