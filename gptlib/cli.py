@@ -472,7 +472,8 @@ def cmd_finetune(args) -> int:
         raise UsageError(f"--resume, but there is no fine-tune in {out} to resume from")
     lora_settings = [f"--{name}" for name in ("rank", "alpha") if getattr(args, name) is not None]
     if lora_settings and args.method != "lora":
-        raise UsageError(f"{' and '.join(lora_settings)} only apply to --method lora, "
+        verb = "applies" if len(lora_settings) == 1 else "apply"
+        raise UsageError(f"{' and '.join(lora_settings)} only {verb} to --method lora, "
                          f"not --method {args.method}")
     rank = LORA_RANK if args.rank is None else args.rank
     alpha = LORA_ALPHA if args.alpha is None else args.alpha

@@ -386,7 +386,7 @@ def test_a_reply_finetune_also_writes_a_plain_checkpoint_that_samples(tmp_path, 
 @pytest.mark.parametrize("args, message", [
     (["--method", "lora", "--rank", "0"], "rank must be a positive"),
     (["--method", "lora", "--rank", "100000"], "more than this model's n_embd"),
-    (["--method", "probe", "--rank", "4"], "--rank only apply to --method lora, not --method probe"),
+    (["--method", "probe", "--rank", "4"], "--rank only applies to --method lora, not --method probe"),
     (["--method", "last-block", "--rank", "4", "--alpha", "8"], "--rank and --alpha only apply"),
     (["--method", "probe", "--max_iters", "0"], "max_iters must be a positive"),
     (["--method", "probe", "--checkpoint", "nowhere"], "no checkpoint at nowhere"),
