@@ -38,7 +38,7 @@ from gptlib.runtime import (
 )
 from gptlib.sample import check_sampling, check_window_shift, stream_text
 from gptlib.tokenizers import TokenizedText, tokenize_dataset
-from gptlib.train import TrainConfig, TrainingDiverged, TrainState
+from gptlib.train import TrainConfig, TrainingDiverged, TrainState, check_seed
 
 COMMANDS = ("train", "sample", "eval", "export", "presets", "finetune", "classify")
 EXIT_USAGE = 2
@@ -366,6 +366,7 @@ def cmd_sample(args) -> int:
         raise UsageError(f"--tokens must be a positive number, got {args.tokens}")
     if args.prompt == "":
         raise UsageError("the prompt is empty: give --prompt at least one character to start from")
+    check_seed(args.seed)
     device = pick_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, device=device)
     model, tokenizer = ckpt.model, ckpt.tokenizer
@@ -524,6 +525,9 @@ def cmd_finetune(args) -> int:
         state = None
         info = {"task": args.task, "method": args.method, "rank": rank, "alpha": alpha,
                 "base_sha256": base_sha}
+    if config.batch_size > len(train_examples):
+        raise UsageError(f"--batch_size {config.batch_size} is more than the {len(train_examples):,} "
+                         f"training examples of the {args.task} task")
     made: list[Path] = []
     with contextlib.ExitStack() as held:
         try:
@@ -602,6 +606,8 @@ def cmd_classify(args) -> int:
 
     if not args.text.strip():
         raise UsageError("--text is empty: give a speech to classify")
+    if not 1 <= args.top <= len(ft.PLAY_TITLES):
+        raise UsageError(f"--top must be from 1 to the {len(ft.PLAY_TITLES)} plays, got {args.top}")
     found = ft.open_finetuned(args.checkpoint, device=pick_device(args.device))
     if found.info["task"] != "play":
         raise UsageError(f"{args.checkpoint} is a fine-tune for the {found.info['task']} task, "

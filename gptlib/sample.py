@@ -30,6 +30,17 @@ def check_window_shift(block_size: int, window_shift: int | None = None) -> int:
     return shift
 
 
+def check_prompt_ids(idx: torch.Tensor, vocab_size: int) -> None:
+    """Raise ValueError unless ``idx`` is a (B, T) tensor of at least one token id, each in the vocabulary."""
+    if idx.dim() != 2 or idx.shape[1] == 0 or idx.is_floating_point() or idx.is_complex():
+        raise ValueError(f"the prompt must be a (batch, time) tensor of token ids with at least one "
+                         f"token, got {idx.dtype} of shape {tuple(idx.shape)}")
+    low, high = idx.min().item(), idx.max().item()
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"the prompt's token ids must be from 0 to {vocab_size - 1} (the model's "
+                         f"vocabulary), got {low if low < 0 else high}")
+
+
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k=None, top_p=None):
     """Reshape a distribution before drawing from it. ``logits``: (B, vocab_size).
 
@@ -91,6 +102,7 @@ def stream(
     """
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    check_prompt_ids(idx, model.config.vocab_size)
     block_size = model.config.block_size
     shift = check_window_shift(block_size, window_shift)
     check_sampling(model.config.vocab_size, temperature, top_k, top_p)

@@ -60,8 +60,7 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed!r}")
+        check_seed(self.seed)
         for name in ("weight_decay", "grad_clip"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
@@ -82,6 +81,12 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
         return cls(**values)
+
+
+def check_seed(seed) -> None:
+    """Raise ValueError unless ``seed`` is a whole number a torch.Generator takes."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
 
 
 def _check_positive(name: str, value) -> None:

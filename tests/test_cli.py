@@ -14,7 +14,7 @@ import torch
 from gptlib import cli
 from gptlib.checkpoint import FILENAME, load_checkpoint
 from gptlib.cli import main
-from gptlib.data import DATA_N_CHARS, load_shakespeare
+from gptlib.data import DATA_FILENAME, DATA_N_CHARS, data_dir, load_shakespeare
 from gptlib.tokenizers import BPETokenizer, tokenize_dataset
 
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
@@ -110,6 +110,8 @@ def test_a_long_prompt_is_cropped_with_a_note(run, capsys):
     (["--top-p", "0"], r"top_p must be in (0, 1]"),
     (["--window-shift", "0"], "window_shift must be a whole number from 1 to block_size (16)"),
     (["--window-shift", "17"], "window_shift must be a whole number from 1 to block_size (16)"),
+    (["--seed", str(2**64)], "seed must be a whole number from 0 to 2**63 - 1"),
+    (["--seed", "-1"], "seed must be a whole number from 0 to 2**63 - 1"),
 ])
 def test_bad_sampling_input_is_one_line_and_exit_2(run, capsys, args, message):
     assert main(["sample", "--checkpoint", str(run), *args]) == 2
@@ -493,6 +495,19 @@ def test_export_writes_16_bit_weights_that_sample_and_evaluate_but_do_not_resume
     assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err
     assert (out / FILENAME).read_bytes() == before
+
+
+def test_sample_eval_and_export_leave_the_files_they_read_byte_identical(run, tmp_path, digests,
+                                                                          capsys):
+    read = [run, load_checkpoint(run).data_path or data_dir() / DATA_FILENAME]
+    before = digests(*read)
+    assert main(["sample", "--checkpoint", str(run), "--tokens", "20"]) == 0
+    assert main(["eval", "--checkpoint", str(run)]) == 0
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "exported")]) == 0
+    assert main(["export", "--checkpoint", str(run / FILENAME), "--out", str(tmp_path / "bf16"),
+                 "--dtype", "bfloat16"]) == 0
+    assert digests(*read) == before
+    capsys.readouterr()
 
 
 def printed_loss_of(run, capsys) -> float:

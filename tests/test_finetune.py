@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from gptlib import finetune as ft
 from gptlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gptlib.cli import main
-from gptlib.data import PLAYS, CharTokenizer, load_shakespeare
+from gptlib.data import DATA_FILENAME, PLAYS, CharTokenizer, data_dir, load_shakespeare
 from gptlib.model import GPT, GPTConfig
 
 
@@ -390,6 +390,8 @@ def test_a_reply_finetune_also_writes_a_plain_checkpoint_that_samples(tmp_path, 
     (["--method", "last-block", "--rank", "4", "--alpha", "8"], "--rank and --alpha only apply"),
     (["--method", "probe", "--max_iters", "0"], "max_iters must be a positive"),
     (["--method", "probe", "--checkpoint", "nowhere"], "no checkpoint at nowhere"),
+    (["--method", "probe", "--batch_size", "100000"],
+     "--batch_size 100000 is more than the 5,691 training examples of the play task"),
 ])
 def test_bad_finetune_input_is_one_line_and_leaves_nothing(tmp_path, base, capsys, args, message):
     out = tmp_path / "tune"
@@ -418,6 +420,27 @@ def test_finetune_refuses_to_overwrite_or_resume_wrongly(tmp_path, base, capsys)
                  "--out", str(out), "--resume", "--max_iters", "8", "--quiet"]) == 2
     assert "was trained on another checkpoint" in capsys.readouterr().err
     assert ft.finetuned_path(out).read_bytes() == before
+
+
+def test_finetune_and_classify_leave_the_files_they_read_byte_identical(tmp_path, base, digests,
+                                                                         capsys):
+    read = [base, data_dir() / DATA_FILENAME]
+    before = digests(*read)
+    for task in ("play", "reply"):
+        assert main(["finetune", "--checkpoint", str(base), "--task", task, "--method", "lora",
+                     "--out", str(tmp_path / task), *QUICK]) == 0
+    assert main(["finetune", "--checkpoint", str(base), "--task", "play", "--method", "lora",
+                 "--out", str(tmp_path / "play"), "--resume", *QUICK[:-1][2:], "--max_iters", "6"]) == 0
+    assert main(["classify", "--checkpoint", str(tmp_path / "play"), "--text", "O Romeo!"]) == 0
+    assert digests(*read) == before
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("top", ["0", "10"])
+def test_classify_refuses_a_top_outside_the_plays(tmp_path, capsys, top):
+    assert main(["classify", "--checkpoint", str(tmp_path), "--text", "Hello", "--top", top]) == 2
+    err = capsys.readouterr().err
+    assert f"--top must be from 1 to the 9 plays, got {top}" in err and err.count("\n") == 1
 
 
 def test_a_model_too_short_for_replies_is_refused(tmp_path, tokenizer, capsys):

@@ -125,6 +125,18 @@ def test_an_impossible_window_shift_is_refused(model, window_shift):
         next(stream(model, torch.zeros(1, 1, dtype=torch.long), 1, window_shift=window_shift))
 
 
+@pytest.mark.parametrize("idx, message", [
+    (torch.tensor([[3, 12]]), r"token ids must be from 0 to 11 \(the model's vocabulary\), got 12"),
+    (torch.tensor([[-1, 2]]), "token ids must be from 0 to 11 .*, got -1"),
+    (torch.zeros(1, 0, dtype=torch.long), r"at least one token, got torch.int64 of shape \(1, 0\)"),
+    (torch.zeros(4, dtype=torch.long), r"a \(batch, time\) tensor"),
+    (torch.zeros(1, 3), "got torch.float32"),
+])
+def test_a_prompt_the_model_cannot_read_is_refused(model, idx, message):
+    with pytest.raises(ValueError, match=message):
+        next(stream(model, idx, 1))
+
+
 def test_a_prompt_longer_than_the_block_is_cropped(model):
     idx = torch.randint(12, (1, 30))
     out = generate(model, idx, 5, generator=torch.Generator().manual_seed(0))
