@@ -9,7 +9,7 @@ C channels (``n_embd``), H heads of D = C / H channels, V tokens in the vocabula
 ``NumpyGPT`` holds the same parameters as ``gptlib.model.GPT``, under the same names
 and shapes (``state_dict()`` in, ``state_dict()`` out), so weights move between the
 two freely. This module imports no torch: everything is NumPy's, except the error
-function of the exact GELU, which NumPy lacks and SciPy provides.
+function of the exact GELU in float64, which NumPy lacks and SciPy provides.
 """
 
 from __future__ import annotations
@@ -80,21 +80,53 @@ def layernorm_backward(dy: np.ndarray, cache):
 
 SQRT_2 = math.sqrt(2.0)
 SQRT_2PI = math.sqrt(2.0 * math.pi)
+# Abramowitz & Stegun's formula 7.1.26: for z >= 0, erfc(z) = poly(t) exp(-z^2) with
+# t = 1 / (1 + P z), poly(t) = t (a1 + t (a2 + t (a3 + t (a4 + t a5)))), within 1.5e-7.
+AS_P = 0.3275911
+AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def normal_cdf(x: np.ndarray):
+    """Phi(x), the normal distribution's CDF, and exp(-x^2 / 2), which its derivative needs.
+
+    Phi(x) = (1 + erf(x / sqrt 2)) / 2. In float64 the error function is SciPy's, exact to
+    the last bits, so the gradient checks can ask for 1e-10. In float32, the training
+    precision, SciPy computes it one number at a time; Abramowitz & Stegun's formula, a
+    handful of whole-array operations, is twice as fast and within 3e-7 of Phi, about one
+    float32 step of 1.0. It gives the tail Phi(-|x|) = erfc(|x| / sqrt 2) / 2 directly,
+    so Phi of a very negative x is not 1 minus almost 1.
+    """
+    gauss = np.exp(x * x * -0.5)
+    if x.dtype != np.float32:
+        cdf = erf(x * (1.0 / SQRT_2))
+        cdf += 1.0  # in place: on a (B, T, 4C) array each temporary costs as much as the sum
+        cdf *= 0.5
+        return cdf, gauss
+    f32 = np.float32
+    t = np.abs(x)
+    t *= f32(AS_P / SQRT_2)
+    t += f32(1.0)
+    np.reciprocal(t, out=t)
+    tail = t * f32(AS_A[-1])
+    for a in AS_A[-2::-1]:  # Horner's rule, from a5 down to a1
+        tail += f32(a)
+        tail *= t
+    tail *= gauss
+    tail *= f32(0.5)  # Phi(-|x|)
+    return np.where(x < 0, tail, f32(1.0) - tail), gauss
 
 
 def gelu_forward(x: np.ndarray):
     """GELU(x) = x * Phi(x), Phi the normal CDF: the exact GELU, torch's ``F.gelu``."""
-    cdf = erf(x * (1.0 / SQRT_2))
-    cdf += 1.0  # in place: on a (B, T, 4C) array each temporary costs as much as the sum
-    cdf *= 0.5
-    return x * cdf, (x, cdf)
+    cdf, gauss = normal_cdf(x)
+    return x * cdf, (x, cdf, gauss)
 
 
 def gelu_backward(dy: np.ndarray, cache) -> np.ndarray:
-    """d/dx [x Phi(x)] = Phi(x) + x phi(x), phi the normal density."""
-    x, cdf = cache
-    slope = np.exp(-0.5 * x * x)
-    slope *= x * (1.0 / SQRT_2PI)  # x phi(x)
+    """d/dx [x Phi(x)] = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal density."""
+    x, cdf, gauss = cache
+    slope = x * (1.0 / SQRT_2PI)
+    slope *= gauss  # x phi(x)
     slope += cdf
     return dy * slope
 

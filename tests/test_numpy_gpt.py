@@ -68,6 +68,23 @@ def test_gelu(rng):
     check_piece(ng.gelu_forward, ng.gelu_backward, [rng.normal(size=(3, 7)) * 3], rng)
 
 
+def test_the_normal_cdf_in_float32_is_within_a_float32_step_and_in_float64_is_scipys():
+    from scipy.special import erf, ndtr
+
+    x = np.linspace(-12, 12, 240_001).astype(np.float32).astype(np.float64)  # float32's numbers
+    exact = ndtr(x)
+    cdf, gauss = ng.normal_cdf(x.astype(np.float32))
+    assert cdf.dtype == gauss.dtype == np.float32
+    assert np.abs(cdf - exact).max() < 3.5e-7  # Abramowitz & Stegun 7.1.26, then float32 rounding
+    assert (cdf[x < 0] <= 0.5).all() and (cdf[x > 0] >= 0.5).all()  # each tail on its side
+    assert (np.diff(cdf[(x > -5) & (x < 5)]) >= 0).all()  # and never decreasing where it moves
+    np.testing.assert_allclose(gauss, np.exp(-x * x / 2), rtol=1e-5, atol=1e-37)
+    cdf64, _ = ng.normal_cdf(x)
+    np.testing.assert_array_equal(cdf64, (1 + erf(x * (1 / np.sqrt(2)))) / 2)  # SciPy, unchanged
+    f = torch.nn.functional.gelu(torch.from_numpy(x.astype(np.float32))).numpy()
+    assert np.abs(ng.gelu_forward(x.astype(np.float32))[0] - f).max() < 2e-6  # torch's float32 GELU
+
+
 def test_softmax(rng):
     def forward(z):
         p = ng.softmax(z)
