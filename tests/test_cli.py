@@ -269,7 +269,8 @@ def test_a_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig, wait_
         return  # resuming after either is the same: checked once, after SIGINT
     # A run resumed from that checkpoint (not an evaluation's) that diverges keeps it.
     assert main(["train", "--out", str(out), "--resume", "--learning_rate", "1e6", "--min_lr", "0",
-                 "--grad_clip", "0", "--log_interval", "1", "--max_iters", str(ckpt.step + 50)]) == 2
+                 "--grad_clip", "0", "--log_interval", "1", "--max_iters", str(ckpt.step + 50),
+                 "--eval_interval", str(ckpt.step + 100)]) == 2  # no evaluation saves meanwhile
     assert f"the checkpoint of step {ckpt.step} is kept" in capsys.readouterr().err
     process = start_training(out, "--resume", "--max_iters", str(ckpt.step + 3))
     process.communicate(timeout=120)
